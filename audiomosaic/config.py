@@ -1,0 +1,355 @@
+"""One configuration system for the CLI, the notebooks and the library.
+
+Nested frozen dataclasses hold every setting; presets are plain dicts of dotted overrides; ``apply_overrides``
+is the single path by which anything (``key=value`` on the command line, papermill parameters, a preset) changes
+a config. Values are parsed with ``ast.literal_eval`` and type-checked against the field, unknown keys are errors
+that name the key and list the allowed ones. Configs are never mutated after they are built: overrides return a
+new object (``dataclasses.replace``).
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# --------------------------------------------------------------------------------------------------------------
+# Sub-configs
+# --------------------------------------------------------------------------------------------------------------
+
+# Per-dataset normalisation constants (SPEC §2): (fbank - mean) / (2 * std).
+NORM_STATS: dict[str, tuple[float, float]] = {
+    "audioset": (-4.2677393, 4.5689974),  # also pre-training and EnvSDD
+    "esc50": (-6.6268077, 5.358466),
+    "spc": (-6.845978, 5.5654526),
+}
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Waveform -> normalised Kaldi log-mel fbank (SPEC §2)."""
+
+    sample_rate: int = 16000  # every waveform is resampled to this before the fbank
+    num_mel_bins: int = 128
+    target_frames: int = 1024  # 1024 AudioSet/pre-training, 512 ESC-50, 128 Speech Commands
+    frame_shift_ms: float = 10.0
+    frame_length_ms: float = 25.0
+    norm_mean: float = NORM_STATS["audioset"][0]
+    norm_std: float = NORM_STATS["audioset"][1]  # the code divides by 2*std (SPEC Decision 3)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """ViT encoder + projector (SPEC §4). Field names follow the authors' ``encoder_config``."""
+
+    spec_size: tuple[int, int] = (1024, 128)  # (T frames, F mel bins); time is the "height" axis
+    patch_size: int = 16
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    pre_norm: bool = True  # the extra LayerNorm after adding the position table (timm norm_pre)
+    pos_trainable: bool = True
+    drop_path_rate: float = 0.1
+    projector_hidden: int = 512
+    projector_out: int = 128
+    grad_ckpt_fraction: float = 0.0  # checkpoint the first floor(depth * f) blocks (authors: 0.7)
+    sincos_layout: str = "paper"  # "paper": sin-cos on the true (T, F) grid; "reference": the code's (8, 64) view
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Which tokens each of the two views keeps (SPEC §5)."""
+
+    mode: str = "tf"  # tf (view A time, view B freq), tt, ff, unstructured, none
+    layout: str = "paper"  # paper: whole columns/rows of the true grid; reference: the authors' code exactly
+    ratio_time: float = 0.6  # fraction of time units dropped
+    ratio_freq: float = 0.4  # fraction of frequency units dropped
+    ratio: float = 0.75  # unstructured: fraction of tokens dropped in both views
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The two-view waveform augmentation chain (SPEC §3, paper Table 8), batched in torch."""
+
+    preset: str = "full"  # none, aug2, aug4, aug6, full (cumulative presets of the authors' code)
+    roll_mag: bool = True  # circular roll over the whole length, then gain Beta(10,10)+0.5
+    p_polarity: float = 0.5
+    p_time_stretch: float = 0.7
+    stretch_rate: tuple[float, float] = (0.7, 1.3)
+    p_noise: float = 0.5
+    snr_db: tuple[float, float] = (5.0, 40.0)
+    p_gain: float = 0.3
+    gain_db: tuple[float, float] = (-12.0, 12.0)
+    p_highpass: float = 0.3
+    highpass_hz: tuple[float, float] = (20.0, 2400.0)
+    p_bandstop: float = 0.5
+    bandstop_center_hz: tuple[float, float] = (200.0, 4000.0)
+    bandstop_bandwidth: tuple[float, float] = (0.5, 1.99)  # bandwidth as a fraction of the centre frequency
+    filter_rolloff_db: tuple[float, float] = (12.0, 24.0)  # dB/octave, for both filters
+    p_pitch: float = 0.6
+    pitch_semitones: tuple[float, float] = (-4.0, 4.0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the audio comes from and how it is batched."""
+
+    recipe: str = "default"  # built corpus used when ``root`` is empty: tiny, default, large
+    root: str = ""  # a built corpus (``python -m audiomosaic data build``); "" = data/built/<recipe>
+    manifest: str = ""  # explicit manifest JSON; "" = the corpus' pretrain.json / task train.json
+    task: str = "kws35"  # labelled task for probes and fine-tunes
+    clip_seconds: float = 1.0  # waveform length fed to the augmentation (pad/cut)
+    batch_size: int = 512  # per process
+    num_workers: int = 2
+    cache_features: bool = False  # probes/fine-tunes: read fp16 fbanks from a memory-mapped cache
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW + per-step warmup/cosine schedule (SPEC §7)."""
+
+    lr: float = 6e-4  # absolute lr (pre-training is not batch-scaled); see ``blr`` for fine-tuning
+    blr: float = 0.0  # if > 0: lr = blr * global_batch / 256 (fine-tuning/probing convention)
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 1.0
+    epochs: int = 400
+    layer_decay: float = 1.0  # < 1: BEiT layer-wise lr decay over 13 groups
+    grad_clip: float = 0.0  # 0 = none (authors: none)
+    accum_steps: int = 1
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how a run executes."""
+
+    seed: int = 42
+    device: str = "auto"  # auto -> cuda if available else cpu
+    precision: str = "auto"  # auto -> bf16 autocast on CUDA, fp32 on CPU; or fp32, bf16, fp16
+    compile: bool = False
+    log_every: int = 10  # steps between metrics.jsonl lines (the only host syncs)
+    ckpt_every: int = 500  # steps between resume checkpoints
+    keep_ckpts: int = 2
+    progress: bool = True
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    tau: float = 0.1  # NT-Xent temperature, fixed (SPEC §6)
+    max_steps: int = 0  # > 0 caps the run (smoke runs, benchmarks)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Encoder presets (timm-style registry read by create_model)
+# --------------------------------------------------------------------------------------------------------------
+
+ENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    "vit_nano": dict(embed_dim=64, depth=4, num_heads=2),  # CPU tests and smoke runs
+    "vit_mini": dict(embed_dim=128, depth=6, num_heads=4),  # CPU-sized reproduction
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),  # the paper's model
+}
+for _short in ("nano", "mini", "tiny", "small", "base"):
+    ENCODER_PRESETS[_short] = ENCODER_PRESETS[f"vit_{_short}"]
+
+
+def encoder_config(name: str = "vit_base", **overrides: Any) -> EncoderConfig:
+    """Build an EncoderConfig from a preset name plus keyword overrides.
+
+    Raises:
+        ValueError: unknown preset or field, naming the allowed values.
+    """
+    if name not in ENCODER_PRESETS:
+        raise ValueError(f"unknown encoder preset {name!r}; allowed: {sorted(ENCODER_PRESETS)}")
+    return apply_overrides(EncoderConfig(), {**ENCODER_PRESETS[name], **overrides})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Override machinery
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Parse strings with literal_eval and check ``value`` against the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if isinstance(value, str) and tp is not str:
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if not (origin in (typing.Union, types.UnionType) and str in typing.get_args(tp)):
+                raise ValueError(f"config key {key!r}: cannot parse {value!r} as {_tname(tp)}") from None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if type(value) is not tp:
+            raise ValueError(f"config key {key!r}: expected {_tname(tp)}, got {value!r} ({type(value).__name__})")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (tuple, list)):
+            raise ValueError(f"config key {key!r}: expected a tuple {_tname(tp)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ValueError(f"config key {key!r}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(tp):
+            if a is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, a, key)
+            except ValueError:
+                continue
+        raise ValueError(f"config key {key!r}: {value!r} does not match {_tname(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return apply_overrides(tp(), _flatten(value))
+        raise ValueError(f"config key {key!r}: expected a mapping for {tp.__name__}, got {value!r}")
+    return value
+
+
+def _tname(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += _all_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> Any:
+    """Return a copy of ``cfg`` with dotted ``overrides`` applied, e.g. ``{"mask.ratio_time": "0.5"}``.
+
+    Nested mappings are accepted too (``{"mask": {"ratio_time": 0.5}}``), as papermill/YAML parameters give them.
+
+    Raises:
+        ValueError: an unknown key (listing the allowed keys) or a value of the wrong type.
+    """
+    flat = _flatten(overrides)
+    types_ = _field_types(type(cfg))
+    grouped: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for key, value in flat.items():
+        head, _, rest = key.partition(".")
+        if head not in types_:
+            raise ValueError(f"unknown config key {key!r}; allowed keys: {', '.join(_all_keys(type(cfg)))}")
+        tp = types_[head]
+        if rest:
+            if not dataclasses.is_dataclass(tp):
+                raise ValueError(f"unknown config key {key!r}: {head!r} is not a section")
+            grouped.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = _coerce(value, tp, key)
+    for head, sub in grouped.items():
+        try:
+            direct[head] = apply_overrides(direct.get(head, getattr(cfg, head)), sub)
+        except ValueError as e:
+            raise ValueError(str(e).replace("config key '", f"config key '{head}.")) from None
+    cfg = dataclasses.replace(cfg, **direct)
+    validate(cfg)
+    return cfg
+
+
+def parse_kv(items: list[str]) -> dict[str, str]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": "1", "c": "x"}`` (values are parsed later, against the field type)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict (tuples become lists) suitable for JSON and ``torch.load(weights_only=True)``."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, d: Mapping[str, Any]) -> Any:
+    """Rebuild a config of type ``cls`` from ``to_dict`` output; unknown keys are errors."""
+    return apply_overrides(cls(), d)
+
+
+def config_hash(cfg: Any) -> str:
+    """Short stable hash of a config (results tables record it)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Validation: bad values fail early with the allowed range in the message.
+# --------------------------------------------------------------------------------------------------------------
+
+_CHOICES = {
+    (MaskConfig, "mode"): ("tf", "tt", "ff", "unstructured", "none"),
+    (MaskConfig, "layout"): ("paper", "reference"),
+    (EncoderConfig, "sincos_layout"): ("paper", "reference"),
+    (AugmentConfig, "preset"): ("none", "aug2", "aug4", "aug6", "full"),
+    (RuntimeConfig, "precision"): ("auto", "fp32", "bf16", "fp16"),
+}
+
+
+def validate(cfg: Any) -> None:
+    """Raise ValueError for out-of-range values of a (sub-)config."""
+    for (cls, name), allowed in _CHOICES.items():
+        if isinstance(cfg, cls) and getattr(cfg, name) not in allowed:
+            raise ValueError(f"{cls.__name__}.{name}={getattr(cfg, name)!r}; allowed: {', '.join(allowed)}")
+    if isinstance(cfg, MaskConfig):
+        for name in ("ratio_time", "ratio_freq", "ratio"):
+            r = getattr(cfg, name)
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"mask.{name}={r} is outside [0, 1)")
+    if isinstance(cfg, EncoderConfig):
+        t, f = cfg.spec_size
+        p = cfg.patch_size
+        if t % p or f % p:
+            raise ValueError(f"encoder.spec_size={cfg.spec_size} must be divisible by patch_size={p}")
+        if cfg.embed_dim % cfg.num_heads:
+            raise ValueError(f"encoder.embed_dim={cfg.embed_dim} must be divisible by num_heads={cfg.num_heads}")
+        if not 0.0 <= cfg.grad_ckpt_fraction <= 1.0:
+            raise ValueError(f"encoder.grad_ckpt_fraction={cfg.grad_ckpt_fraction} is outside [0, 1]")
+    if isinstance(cfg, AugmentConfig):
+        for f_ in dataclasses.fields(cfg):
+            if f_.name.startswith("p_") and not 0.0 <= getattr(cfg, f_.name) <= 1.0:
+                raise ValueError(f"augment.{f_.name}={getattr(cfg, f_.name)} is outside [0, 1]")
