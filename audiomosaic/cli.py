@@ -1,0 +1,35 @@
+"""``python -m audiomosaic <command> ...``: one entry point; each command lives in its own module."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain": ("audiomosaic.engine", "contrastive pre-training (no arguments: the main job on the default data)"),
+    "probe": ("audiomosaic.probe", "linear / layer-wise / weighted-sum / attentive probes of a frozen encoder"),
+    "finetune": ("audiomosaic.finetune", "fine-tune an encoder on a labelled task"),
+    "embed": ("audiomosaic.embed", "embed audio files with a checkpoint"),
+    "data": ("audiomosaic.data.cli", "build offline corpora (data build) and check manifests (data check)"),
+    "verify-reference": ("audiomosaic.reference", "check this code against a fixture of the authors' code"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m audiomosaic <command> [--help] ...", "", "commands:"]
+    lines += [f"  {name:18s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["pretrain"]  # the main job
+    if argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"audiomosaic: unknown command {argv[0]!r}\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
