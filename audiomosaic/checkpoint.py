@@ -73,7 +73,8 @@ def infer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     sd = strip_prefixes(state_dict)
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     d = sd["cls_token"].shape[-1]
-    out = dict(depth=depth, embed_dim=d, patch_size=sd["patch_embed.proj.weight"].shape[-1],
+    # Heads cannot be read off the weights: assume the ViT convention of 64-wide heads (tiny/small/base).
+    out = dict(depth=depth, embed_dim=d, num_heads=max(1, d // 64), patch_size=sd["patch_embed.proj.weight"].shape[-1],
                mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / d, qkv_bias="blocks.0.attn.qkv.bias" in sd,
                proj_bias="blocks.0.attn.proj.bias" in sd, pre_norm="norm_pre.weight" in sd)
     if "projector.0.weight" in sd:
@@ -148,7 +149,11 @@ def load_weights(path: str | Path, **encoder_overrides: Any) -> AudioMosaic:
 
 
 def load_any(path: str | Path, **encoder_overrides: Any) -> AudioMosaic:
-    """Load our safetensors export, a resume checkpoint, or an authors' ``.pt``/``.pth`` state dict."""
+    """Load our safetensors export, a resume checkpoint, or an authors' ``.pt``/``.pth`` state dict.
+
+    A bare state dict carries no config: sizes are read off the tensors, heads assumed 64 wide, the input length
+    defaults to 1024 frames; pass ``num_heads=...``/``spec_size=(T, F)`` to override.
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"checkpoint {path} does not exist")
@@ -160,15 +165,11 @@ def load_any(path: str | Path, **encoder_overrides: Any) -> AudioMosaic:
         raise ValueError(f"{path}: not a weights-only PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]})")
     sd = extract_state_dict(obj)
     if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping) and "encoder" in obj["config"]:
-        cfg = from_dict(EncoderConfig, obj["config"]["encoder"])
+        cfg = from_dict(EncoderConfig, {**obj["config"]["encoder"], **encoder_overrides})
     elif isinstance(obj, Mapping) and isinstance(obj.get("encoder_config"), Mapping):
-        cfg = encoder_config_from_authors(obj["encoder_config"])
-    else:
-        cfg = from_dict(EncoderConfig, infer_layout(sd))
-    if encoder_overrides:
-        from .config import apply_overrides
-
-        cfg = apply_overrides(cfg, encoder_overrides)
+        cfg = encoder_config_from_authors({**obj["encoder_config"], **encoder_overrides})
+    else:  # a bare state dict (e.g. the released weights): sizes from the tensors, the rest from overrides
+        cfg = from_dict(EncoderConfig, {**infer_layout(sd), **encoder_overrides})
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else 0
     model = AudioMosaic(cfg, num_classes=num_classes, projector="projector.0.weight" in sd)
     load_authors_state_dict(model, sd)

@@ -154,6 +154,62 @@ class PretrainConfig:
     max_steps: int = 0  # > 0 caps the run (smoke runs, benchmarks)
 
 
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Probes of a frozen encoder (SPEC §9). Defaults: the authors' AS-20K linear probe (``linear_prob_as20k``).
+
+    The encoder runs once over the data (eval mode: no drop path, no masking); every requested head then trains on
+    the cached pooled features. So, unlike the authors' probes, the training clips get no mixup/SpecAugment/roll.
+    ``data.batch_size`` is the head-training batch; ``extract_batch`` only sets the encoder's forward batch.
+    """
+
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # only for the random-init baseline
+    data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=16))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=1e-3, weight_decay=0.0, epochs=60,
+                                                                   warmup_epochs=4.0))
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    heads: tuple[str, ...] = ("linear",)  # linear, weighted (SUPERB softmax sum), attentive (Rauch et al.)
+    layers: tuple[int, ...] = (-1,)  # linear heads on these entries: block i output, -1 = final output
+    all_layers: bool = False  # add a linear head on every block output 0..depth-1 (layer-wise probe, Fig. 3)
+    loss: str = "auto"  # auto: bce for multi-label tasks, ce for single-label; or bce, ce
+    eval_every: int = 1  # epochs between test evaluations; the last epoch is always evaluated
+    report_best: bool = False  # also report the best-on-test epoch, labelled so (SPEC Decision 5)
+    eer: bool = False  # also report the equal error rate (binary tasks, class 1 positive)
+    extract_batch: int = 64  # clips per frozen-encoder forward (no gradients: the size does not change results)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """End-to-end fine-tuning (SPEC §8). Defaults: the authors' AS-20K recipe (``finetune_as20k``).
+
+    With a checkpoint the architecture comes from the checkpoint and only ``encoder.drop_path_rate`` is read here;
+    the input length is always (frontend.target_frames, frontend.num_mel_bins), the position table is resized to it.
+    """
+
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=64, clip_seconds=10.0))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=5e-4, weight_decay=0.01, epochs=60,
+                                                                   warmup_epochs=4.0, layer_decay=0.65))
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    mask_t_prob: float = 0.2  # fraction of time columns dropped in training (random_masking_2d, true grid)
+    mask_f_prob: float = 0.2  # fraction of frequency rows dropped in training
+    mixup: float = 0.8  # probability that a clip is mixed with another: waveforms and labels by lam ~ Beta(10, 10)
+    freqm: int = 48  # SpecAugment: one frequency mask, width uniform in [0, freqm)
+    timem: int = 192  # SpecAugment: one time mask, width uniform in [0, timem)
+    roll_mag: bool = True  # circular roll + Beta(10, 10) + 0.5 gain on training waveforms
+    balanced_sampler: bool = False  # draw clips with weights from inverse label frequencies (AS-2M recipe)
+    samples_per_epoch: int = 0  # balanced sampler: clips per epoch (0 = training-set size; AS-2M: 200000)
+    loss: str = "auto"  # auto: bce for multi-label tasks, ce for single-label; or bce, ce
+    class_weights: tuple[float, ...] = ()  # ce class weights (EnvSDD: (0.1, 0.9)); () = unweighted
+    eer: bool = False  # also report the equal error rate (binary tasks, class 1 positive)
+    folds: tuple[int, ...] = ()  # ESC-50 style: train on the other folds, test on each listed fold, average
+    eval_every: int = 1  # epochs between test evaluations; the last epoch is always evaluated
+    report_best: bool = False  # also report the best-on-test epoch, labelled so (SPEC Decision 5)
+    max_steps: int = 0  # > 0 caps the run (smoke runs)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Encoder presets (timm-style registry read by create_model)
 # --------------------------------------------------------------------------------------------------------------
@@ -167,6 +223,51 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
 }
 for _short in ("nano", "mini", "tiny", "small", "base"):
     ENCODER_PRESETS[_short] = ENCODER_PRESETS[f"vit_{_short}"]
+
+# --------------------------------------------------------------------------------------------------------------
+# Probe and fine-tune presets: dotted overrides on ProbeConfig() / FinetuneConfig() (SPEC §8, §9)
+# --------------------------------------------------------------------------------------------------------------
+
+# The offline corpora hold 1-s clips: 128 frames (the Speech Commands input length, SPEC §2).
+_CORPUS_1S = {"data.clip_seconds": 1.0, "frontend.target_frames": 128}
+_SMOKE = {**_CORPUS_1S, "data.recipe": "tiny", "data.task": "kws10", "data.num_workers": 0,
+          "runtime.progress": False, "runtime.log_every": 1}
+# Single-label KWS probes follow the authors' ESC-50 probe (CE, blr 0.1, batch 32, wd 0).
+_PROBE_CE = {"optim.blr": 0.1, "data.batch_size": 32, "optim.weight_decay": 0.0}
+
+PROBE_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {**_SMOKE, **_PROBE_CE, "optim.epochs": 3, "optim.warmup_epochs": 1.0, "extract_batch": 32},
+    "cpu": {**_CORPUS_1S, **_PROBE_CE, "data.recipe": "default", "data.task": "kws35", "optim.epochs": 60,
+            "data.num_workers": 2},
+    "gpu": {**_CORPUS_1S, **_PROBE_CE, "data.recipe": "default", "data.task": "kws35", "optim.epochs": 60,
+            "data.num_workers": 8, "extract_batch": 256},
+    "paper": {"data.task": "as20k"},  # the defaults: AS-20K linear probe, blr 1e-3, batch 16, 60 (4) epochs
+    # Fig. 3: every block, weighted sum and attentive heads; blr 5e-4, batch 64, AdamW's default wd 0.01.
+    "paper_layers": {"data.task": "as20k", "all_layers": True, "heads": ("linear", "weighted", "attentive"),
+                     "optim.blr": 5e-4, "data.batch_size": 64, "optim.weight_decay": 0.01},
+    "paper_esc50": {"data.task": "esc50", **_PROBE_CE, "data.clip_seconds": 5.0, "frontend.target_frames": 512,
+                    "frontend.norm_mean": NORM_STATS["esc50"][0], "frontend.norm_std": NORM_STATS["esc50"][1]},
+}
+
+# KWS fine-tunes follow the authors' SPC-2 recipe (blr 1e-3, layer decay 0.75, SpecAugment 48/48).
+_FT_SPC = {**_CORPUS_1S, "optim.blr": 1e-3, "optim.layer_decay": 0.75, "freqm": 48, "timem": 48}
+
+FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {**_SMOKE, **_FT_SPC, "freqm": 16, "timem": 16, "data.batch_size": 16, "optim.epochs": 2,
+              "optim.warmup_epochs": 0.5, "mixup": 0.5},
+    "cpu": {**_FT_SPC, "data.recipe": "default", "data.task": "kws35", "data.batch_size": 32, "optim.epochs": 20,
+            "optim.warmup_epochs": 2.0},
+    "gpu": {**_FT_SPC, "data.recipe": "default", "data.task": "kws35", "data.batch_size": 64, "optim.epochs": 100,
+            "optim.warmup_epochs": 5.0, "data.num_workers": 8},
+    "paper": {"data.task": "as20k"},  # the defaults: AS-20K, 60 (4) epochs, blr 5e-4, layer decay 0.65
+    "paper_spc2": {**_FT_SPC, "data.task": "spc2", "data.batch_size": 64, "optim.epochs": 200,
+                   "optim.warmup_epochs": 5.0, "frontend.norm_mean": NORM_STATS["spc"][0],
+                   "frontend.norm_std": NORM_STATS["spc"][1]},
+    "paper_esc50": {"data.task": "esc50", "data.clip_seconds": 5.0, "frontend.target_frames": 512,
+                    "frontend.norm_mean": NORM_STATS["esc50"][0], "frontend.norm_std": NORM_STATS["esc50"][1],
+                    "data.batch_size": 16, "optim.warmup_epochs": 5.0, "optim.layer_decay": 0.75, "mixup": 0.0,
+                    "freqm": 24, "timem": 96, "folds": (1, 2, 3, 4, 5)},
+}
 
 
 def encoder_config(name: str = "vit_base", **overrides: Any) -> EncoderConfig:
@@ -327,6 +428,8 @@ _CHOICES = {
     (EncoderConfig, "sincos_layout"): ("paper", "reference"),
     (AugmentConfig, "preset"): ("none", "aug2", "aug4", "aug6", "full"),
     (RuntimeConfig, "precision"): ("auto", "fp32", "bf16", "fp16"),
+    (ProbeConfig, "loss"): ("auto", "bce", "ce"),
+    (FinetuneConfig, "loss"): ("auto", "bce", "ce"),
 }
 
 

@@ -76,7 +76,7 @@ def _kaldi_constants(cfg: FrontendConfig) -> tuple[torch.Tensor, torch.Tensor, i
     length = int(sr * cfg.frame_length_ms / 1000)
     shift = int(sr * cfg.frame_shift_ms / 1000)
     n_fft = 1 << (length - 1).bit_length()  # round up to a power of two
-    window = torch.hann_window(length, periodic=False, dtype=torch.float64).float()
+    window = torch.hann_window(length, periodic=False)  # float32, exactly as torchaudio.compliance.kaldi
     mel, _ = torchaudio.compliance.kaldi.get_mel_banks(cfg.num_mel_bins, n_fft, float(sr), 20.0, 0.0, 100.0,
                                                        -500.0, 1.0)
     mel = torch.nn.functional.pad(mel, (0, 1))  # (n_mels, n_fft//2 + 1): Kaldi drops the Nyquist bin

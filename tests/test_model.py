@@ -1,0 +1,124 @@
+import pytest
+import torch
+
+from audiomosaic.config import ENCODER_PRESETS, EncoderConfig, encoder_config
+from audiomosaic.masking import time_mask, view_masks
+from audiomosaic.model import AudioMosaic, create_model, param_count
+from audiomosaic.pos_embed import resize_pos_embed, sincos_2d
+
+PRESETS = ["vit_nano", "vit_mini", "vit_tiny", "vit_small", "vit_base"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_forward_backward_every_preset(name):
+    torch.manual_seed(0)
+    model = create_model(name, spec_size=(128, 128), drop_path_rate=0.1)
+    spec = torch.randn(2, 1, 128, 128)
+    (ka, _, _), (kb, _, _) = view_masks("tf", 2, model.grid, generator=torch.Generator().manual_seed(0))
+    z = model.project(spec, ka) + model.project(spec, kb)
+    z.pow(2).mean().backward()
+    assert z.shape == (2, 128)
+    grads = [p.grad for n, p in model.named_parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert not model.projector[4].bias.requires_grad  # frozen zero bias of the last BN
+
+
+def test_base_parameter_count_matches_published():
+    model = create_model("vit_base", projector=False)
+    encoder = param_count(model) - sum(p.numel() for p in model.fc_norm.parameters())
+    assert abs(encoder / 1e6 - 86.1) < 0.6  # about 86.1 M (HF listing)
+
+
+def test_tokens_are_time_major():
+    model = create_model("vit_nano", spec_size=(64, 32)).eval()
+    assert model.grid == (4, 2)
+    spec = torch.zeros(1, 1, 64, 32)
+    spec[0, 0, 16:32, 16:32] = 5.0  # time patch 1, freq patch 1 -> token 1*2+1 = 3
+    x = model.patch_embed(spec)
+    changed = (x - model.patch_embed(torch.zeros_like(spec))).abs().sum(-1)[0]
+    assert changed.argmax().item() == 3 and (changed > 1e-6).sum().item() == 1
+
+
+def test_masked_forward_uses_only_visible_tokens():
+    model = create_model("vit_nano", spec_size=(256, 128)).eval()
+    keep, _, _ = time_mask(2, model.grid, 0.6, torch.Generator().manual_seed(0))
+    tokens = model.forward_features(torch.randn(2, 1, 256, 128), keep)
+    assert tokens.shape == (2, 1 + keep.shape[1], 64)
+
+
+def test_eval_masking_is_deterministic_and_mask_free_by_default():
+    model = create_model("vit_nano", spec_size=(128, 128), drop_path_rate=0.3).eval()
+    spec = torch.randn(3, 1, 128, 128)
+    assert torch.equal(model.forward_features(spec), model.forward_features(spec))
+    assert model.forward_features(spec).shape[1] == 1 + 64
+
+
+def test_forward_intermediates_matches_forward_features():
+    model = create_model("vit_nano", spec_size=(128, 128)).eval()
+    spec = torch.randn(2, 1, 128, 128)
+    inter = model.forward_intermediates(spec)
+    assert len(inter) == model.cfg.depth
+    torch.testing.assert_close(inter[-1], model.forward_features(spec))
+    assert torch.equal(model.forward_intermediates(spec, layers=[1])[0], inter[1])
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    plain = create_model("vit_nano", spec_size=(128, 128), drop_path_rate=0.0)
+    ckpt = create_model("vit_nano", spec_size=(128, 128), drop_path_rate=0.0, grad_ckpt_fraction=0.5)
+    ckpt.load_state_dict(plain.state_dict())
+    assert ckpt.n_ckpt == 2
+    spec = torch.randn(4, 1, 128, 128)
+    for m in (plain, ckpt):
+        m.project(spec).sum().backward()
+    for (n, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_shorter_inputs_resize_position_table_on_true_grid():
+    model = create_model("vit_nano", spec_size=(1024, 128)).eval()
+    out = model.forward_features(torch.randn(1, 1, 128, 128))  # Speech Commands length: 8x8 grid
+    assert out.shape == (1, 65, 64)
+    pos = model.pos_embed.detach()
+    small = resize_pos_embed(pos, (64, 8), (32, 8))
+    assert small.shape == (1, 1 + 256, 64)
+    # frequency axis untouched: resizing time only keeps each frequency row's mean profile
+    grid = pos[0, 1:].view(64, 8, -1)
+    torch.testing.assert_close(small[0, 1:].view(32, 8, -1).mean(0), grid.mean(0), rtol=0.05, atol=0.02)
+
+
+def test_sincos_matches_mae_convention():
+    t = sincos_2d(8, (2, 3))
+    assert t.shape == (7, 8) and torch.all(t[0] == 0)
+    # first half of channels encodes the column index, second half the row index
+    torch.testing.assert_close(t[1:, :4].view(2, 3, 4)[0], t[1:, :4].view(2, 3, 4)[1])
+    torch.testing.assert_close(t[1:, 4:].view(2, 3, 4)[:, 0], t[1:, 4:].view(2, 3, 4)[:, 2])
+
+
+def test_reference_sincos_layout_differs():
+    a = create_model("vit_nano", spec_size=(256, 128)).pos_embed
+    b = create_model("vit_nano", spec_size=(256, 128), sincos_layout="reference").pos_embed
+    assert not torch.allclose(a, b)
+
+
+def test_custom_size_and_presets():
+    cfg = encoder_config("vit_tiny", depth=2)
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads) == (192, 2, 3)
+    assert ENCODER_PRESETS["small"] == dict(embed_dim=384, depth=12, num_heads=6)
+    model = AudioMosaic(EncoderConfig(embed_dim=32, depth=1, num_heads=2, spec_size=(64, 64)), num_classes=3)
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, 128, 128), (2, 2, 128, 128), (2, 1, 100, 128)])
+def test_wrong_spectrogram_shape_raises(shape):
+    model = create_model("vit_nano", spec_size=(128, 128))
+    with pytest.raises(ValueError, match=r"\(B, 1, T, F\)|divisible"):
+        model(torch.randn(*shape))
+
+
+def test_unknown_preset_and_key_raise():
+    with pytest.raises(ValueError, match="allowed"):
+        create_model("vit_giant")
+    with pytest.raises(ValueError, match="unknown config key 'depthh'"):
+        create_model("vit_nano", depthh=3)
