@@ -131,6 +131,7 @@ class DrumsTask:
                     continue
                 seen.add(sample)
                 name = f"{_slug(kit)}__{_slug(sample.stem)}"
+                name += f"_{len(seen)}" if any(c.name == name and c.label == cls for c in clips) else ""
                 clips.append(Clip(self.name, cls, group, name, FileSpec(str(sample), self.seconds)))
         if not clips:
             raise SourceUnavailable(f"no drum kit samples found under {root}")

@@ -112,14 +112,18 @@ class NoteSpec:
 
 @dataclass(frozen=True)
 class FileSpec:
-    """The first ``seconds`` of an existing recording (any rate/format), zero-padded; silent files dropped."""
+    """The first ``seconds`` of an existing recording (any rate/format), zero-padded; silent or undecodable
+    files are dropped (third-party packages occasionally ship a broken sample)."""
 
     path: str
     seconds: float
 
     def render(self, sample_rate: int) -> np.ndarray | None:
-        wav = audio.read_audio(self.path, sample_rate, max_seconds=self.seconds)
-        if float(np.abs(wav).max()) < 1e-4:
+        try:
+            wav = audio.read_audio_np(self.path, sample_rate, max_seconds=self.seconds)
+        except (RuntimeError, ValueError):  # soundfile.LibsndfileError is a RuntimeError
+            return None
+        if not np.isfinite(wav).all() or float(np.abs(wav).max()) < 1e-4:
             return None
         return audio.limit(audio.fit_length(wav, int(round(self.seconds * sample_rate))))
 
@@ -281,6 +285,7 @@ class NotesTask:
 def recipes() -> dict[str, tuple[Task, ...]]:
     """The three corpora. Counts are reduced from DATA.md §3 where noted to keep CPU builds short."""
     from .apt_sources import DrumsTask, SpeakerTask
+    from .onthefly import OnTheFlyNotes, OnTheFlySpeech
 
     return {
         # tests/CI: pip only, a few hundred 1-s clips, seconds to build.
@@ -302,5 +307,7 @@ def recipes() -> dict[str, tuple[Task, ...]]:
             NotesTask(pitch_step=2, velocities=(40, 80, 120), seconds=2.0),
             DrumsTask(),
             SpeakerTask(),
+            OnTheFlyNotes(),
+            OnTheFlySpeech(),
         ),
     }
