@@ -108,7 +108,8 @@ def fbank_batch(wav: torch.Tensor, cfg: FrontendConfig = FrontendConfig(),
     frames = frames - frames.mean(dim=2, keepdim=True)  # remove DC per frame
     prev = torch.cat([frames[:, :, :1], frames[:, :, :-1]], dim=2)
     frames = (frames - 0.97 * prev) * window  # pre-emphasis (Kaldi repeats the first sample), then window
-    power = torch.fft.rfft(frames, n=n_fft).abs().pow(2)  # (B, n, n_fft//2 + 1)
+    ri = torch.view_as_real(torch.fft.rfft(frames, n=n_fft))  # re^2 + im^2 without abs()'s sqrt then square
+    power = ri[..., 0].square().addcmul_(ri[..., 1], ri[..., 1])  # (B, n, n_fft//2 + 1)
     feat = torch.clamp(power @ mel_t, min=torch.finfo(torch.float32).eps).log()  # (B, n, n_mels)
     frame_idx = torch.arange(feat.shape[1], device=x.device)[None, :, None]
     feat = torch.where(frame_idx < n_frames[:, None, None], feat, 0.0)
