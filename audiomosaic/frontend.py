@@ -69,9 +69,12 @@ def fbank(wav: torch.Tensor | np.ndarray, sample_rate: int, cfg: FrontendConfig 
     return normalise(pad_or_cut(feat, cfg.target_frames), cfg)
 
 
-@functools.lru_cache(maxsize=8)
-def _kaldi_constants(cfg: FrontendConfig) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
-    """Hanning window (L,), mel matrix (n_fft//2+1, n_mels), frame length, shift and FFT size (CPU, fp32)."""
+@functools.lru_cache(maxsize=16)
+def _kaldi_constants(cfg: FrontendConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
+    """Hanning window (L,), mel matrix (n_fft//2+1, n_mels), frame length, shift and FFT size (fp32, on device).
+
+    Cached per device so that a training step never copies them host -> GPU (which would sync the host).
+    """
     sr = cfg.sample_rate
     length = int(sr * cfg.frame_length_ms / 1000)
     shift = int(sr * cfg.frame_shift_ms / 1000)
@@ -80,7 +83,7 @@ def _kaldi_constants(cfg: FrontendConfig) -> tuple[torch.Tensor, torch.Tensor, i
     mel, _ = torchaudio.compliance.kaldi.get_mel_banks(cfg.num_mel_bins, n_fft, float(sr), 20.0, 0.0, 100.0,
                                                        -500.0, 1.0)
     mel = torch.nn.functional.pad(mel, (0, 1))  # (n_mels, n_fft//2 + 1): Kaldi drops the Nyquist bin
-    return window, mel.T.contiguous(), length, shift, n_fft
+    return window.to(device), mel.T.contiguous().to(device), length, shift, n_fft
 
 
 def fbank_batch(wav: torch.Tensor, cfg: FrontendConfig = FrontendConfig(),
@@ -93,8 +96,7 @@ def fbank_batch(wav: torch.Tensor, cfg: FrontendConfig = FrontendConfig(),
     """
     if wav.ndim != 2:
         raise ValueError(f"fbank_batch expects (B, samples), got shape {tuple(wav.shape)}")
-    window, mel_t, length, shift, n_fft = _kaldi_constants(cfg)
-    window, mel_t = window.to(wav.device), mel_t.to(wav.device)
+    window, mel_t, length, shift, n_fft = _kaldi_constants(cfg, wav.device)
     x = wav.float()
     if lengths is None:
         x = x - x.mean(dim=1, keepdim=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .config import EncoderConfig, encoder_config
 from .masking import gather_tokens
@@ -31,7 +31,12 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 class PatchEmbed(nn.Module):
-    """(B, 1, T, F) -> (B, n_time * n_freq, D), time-major tokens (k = t * n_freq + f), then LayerNorm."""
+    """(B, 1, T, F) -> (B, n, D) time-major tokens (k = t * n_freq + f), then LayerNorm.
+
+    The weights are the authors' ``Conv2d`` (keys ``proj.weight`` (D, 1, p, p), ``proj.bias``), applied as a Linear
+    on each patch's p*p pixels: a stride-p, p x p convolution is exactly that product. As a Linear it can project
+    only the visible patches (``keep_idx``), so masked patches cost neither the projection nor the LayerNorm.
+    """
 
     def __init__(self, spec_size: tuple[int, int], patch_size: int, embed_dim: int):
         super().__init__()
@@ -40,14 +45,24 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)  # the authors' patch embed normalises its output
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+    def patchify(self, spec: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, F) -> (B, n_time * n_freq, p * p) pixels, time-major, each patch flattened (time, freq)."""
         if spec.ndim != 4 or spec.shape[1] != 1:
             raise ValueError(f"spectrogram must be (B, 1, T, F), got shape {tuple(spec.shape)}")
         p = self.patch_size
-        if spec.shape[2] % p or spec.shape[3] % p:
-            raise ValueError(f"spectrogram (T, F)={tuple(spec.shape[2:])} must be divisible by patch size {p}")
-        x = self.proj(spec)  # (B, D, n_time, n_freq)
-        return self.norm(x.flatten(2).transpose(1, 2))  # (B, n_time * n_freq, D)
+        b, _, t, f = spec.shape
+        if t % p or f % p:
+            raise ValueError(f"spectrogram (T, F)={(t, f)} must be divisible by patch size {p}")
+        x = spec.reshape(b, t // p, p, f // p, p)  # (B, n_time, p_t, n_freq, p_f)
+        return x.permute(0, 1, 3, 2, 4).reshape(b, (t // p) * (f // p), p * p)  # same order as the conv kernel
+
+    def forward(self, spec: torch.Tensor, keep_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (B, N, D), or (B, n_keep, D) of the patches in ``keep_idx`` (B, n_keep) when given."""
+        x = self.patchify(spec)  # (B, N, p*p)
+        if keep_idx is not None:
+            x = gather_tokens(x, keep_idx)  # (B, n_keep, p*p): project the visible patches only
+        w = self.proj.weight.reshape(self.proj.out_channels, -1)  # (D, p*p), a view of the conv kernel
+        return self.norm(F.linear(x, w, self.proj.bias))
 
 
 class Attention(nn.Module):
@@ -75,7 +90,7 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block."""
+    """Pre-norm transformer block. ``ckpt`` = "attn" or "mlp" recomputes that branch in backward."""
 
     def __init__(self, cfg: EncoderConfig, drop_path_rate: float):
         super().__init__()
@@ -86,9 +101,35 @@ class Block(nn.Module):
         self.mlp = Mlp(d, int(d * cfg.mlp_ratio), bias=cfg.proj_bias)
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path_rate, self.training)
-        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)
+    def _attn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(self.norm1(x))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm2(x))
+
+    def forward(self, x: torch.Tensor, ckpt: str = "") -> torch.Tensor:
+        x = x + drop_path(_maybe_checkpoint(self._attn, x, ckpt == "attn"), self.drop_path_rate, self.training)
+        return x + drop_path(_maybe_checkpoint(self._mlp, x, ckpt == "mlp"), self.drop_path_rate, self.training)
+
+
+def _maybe_checkpoint(fn, x: torch.Tensor, enabled: bool) -> torch.Tensor:
+    return checkpoint(fn, x, use_reentrant=False) if enabled else fn(x)
+
+
+# Selective checkpointing ("matmul" policy): keep the outputs of the matrix products and of attention (the FLOPs),
+# recompute everything else in backward (LayerNorms, GELU, dtype casts, residual adds, reshapes: memory-bound).
+_SAVE_OPS = {getattr(torch.ops.aten, name).default for name in (
+    "mm", "addmm", "bmm", "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    if hasattr(torch.ops.aten, name)}  # attention back ends vary between torch versions
+
+
+def _save_matmul_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _save_matmul_context():
+    return create_selective_checkpoint_contexts(_save_matmul_policy)
 
 
 def build_projector(dim: int, hidden: int, out: int) -> nn.Sequential:
@@ -150,20 +191,28 @@ class AudioMosaic(nn.Module):
 
     # ------------------------------------------------------------------------------------------ features
     def embed_tokens(self, spec: torch.Tensor, keep_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Patch-embed, add positions, keep visible tokens, prepend CLS, norm_pre -> (B, 1 + n_keep, D)."""
-        x = self.patch_embed(spec)  # (B, N, D)
+        """Patch-embed the visible patches, add positions, prepend CLS, norm_pre -> (B, 1 + n_keep, D).
+
+        Masking before the projection equals projecting every patch and then dropping tokens (every op up to
+        ``norm_pre`` is per token): masked tokens never enter the encoder, MAE-style.
+        """
+        x = self.patch_embed(spec, keep_idx)  # (B, n_keep, D)
         grid = (spec.shape[2] // self.cfg.patch_size, spec.shape[3] // self.cfg.patch_size)
         pos = resize_pos_embed(self.pos_embed, self.grid, grid)  # no-op at the trained size
-        x = x + pos[:, 1:]
-        if keep_idx is not None:
-            x = gather_tokens(x, keep_idx)  # MAE-style: masked tokens never enter the encoder
+        x = x + (pos[:, 1:] if keep_idx is None else pos[0, 1:][keep_idx])  # (B, n_keep, D)
         cls = (self.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
         return self.norm_pre(torch.cat([cls, x], dim=1))
 
     def _run_block(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        if i < self.n_ckpt and self.training and torch.is_grad_enabled():
+        """Block i, recomputed in backward per ``grad_ckpt_policy`` if it is among the first ``n_ckpt``."""
+        policy = self.cfg.grad_ckpt_policy
+        if not (i < self.n_ckpt and self.training and torch.is_grad_enabled()):
+            return self.blocks[i](x)
+        if policy == "block":
             return checkpoint(self.blocks[i], x, use_reentrant=False)
-        return self.blocks[i](x)
+        if policy == "matmul":
+            return checkpoint(self.blocks[i], x, use_reentrant=False, context_fn=_save_matmul_context)
+        return self.blocks[i](x, ckpt=policy)  # "attn" / "mlp": one branch
 
     def forward_features(self, spec: torch.Tensor, keep_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Final tokens (B, 1 + n_keep, D), CLS first. There is no final norm (``use_fc_norm``)."""
@@ -240,3 +289,11 @@ def flops_per_clip(cfg: EncoderConfig, n_tokens: int) -> float:
     per_block = 2 * (4 * n * d * d + 2 * r * n * d * d + 2 * n * n * d)
     patch = 2 * n * d * cfg.patch_size ** 2
     return float(cfg.depth * per_block + patch)
+
+
+def train_flops_per_clip(cfg: EncoderConfig, tokens_per_view: list[int] | tuple[int, ...]) -> float:
+    """Model FLOPs of one pre-training step per clip: 3x the forward (backward = 2x), per view its visible
+    tokens + CLS. The projector and NT-Xent are < 0.01% and left out; checkpoint recomputation is not counted.
+    ViT-B at 1024x128 with the paper layout (200 + 256 tokens): 246 GFLOP.
+    """
+    return 3.0 * sum(flops_per_clip(cfg, n + 1) for n in tokens_per_view)

@@ -122,3 +122,57 @@ def test_unknown_preset_and_key_raise():
         create_model("vit_giant")
     with pytest.raises(ValueError, match="unknown config key 'depthh'"):
         create_model("vit_nano", depthh=3)
+
+
+# --- performance paths (bench/NOTES.md): same function as the authors' conv + mask-after-projection ---------------
+
+def test_linear_patch_embed_equals_conv():
+    torch.manual_seed(0)
+    pe = create_model("vit_nano", spec_size=(256, 128)).patch_embed
+    spec = torch.randn(3, 1, 256, 128)
+    conv = pe.norm(pe.proj(spec).flatten(2).transpose(1, 2))  # the authors' Conv2d, flattened time-major
+    torch.testing.assert_close(pe(spec), conv, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["time", "freq", "unstructured"])
+def test_masking_before_projection_equals_after(kind):
+    from audiomosaic.masking import gather_tokens, single_mask
+
+    torch.manual_seed(0)
+    model = create_model("vit_nano", spec_size=(256, 128)).eval()
+    spec = torch.randn(3, 1, 256, 128)
+    keep, _, _ = single_mask(kind, 3, model.grid, generator=torch.Generator().manual_seed(1))
+    every = gather_tokens(model.patch_embed(spec) + model.pos_embed[:, 1:], keep)  # project all, then drop
+    cls = (model.cls_token + model.pos_embed[:, :1]).expand(3, -1, -1)
+    ref = model.norm_pre(torch.cat([cls, every], dim=1))
+    torch.testing.assert_close(model.embed_tokens(spec, keep), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["block", "attn", "mlp", "matmul"])
+def test_checkpoint_policies_give_same_gradients_with_drop_path(policy):
+    torch.manual_seed(0)
+    plain = create_model("vit_nano", spec_size=(128, 128), drop_path_rate=0.3)
+    ckpt = create_model("vit_nano", spec_size=(128, 128), drop_path_rate=0.3, grad_ckpt_fraction=1.0,
+                        grad_ckpt_policy=policy)
+    ckpt.load_state_dict(plain.state_dict())
+    spec = torch.randn(4, 1, 128, 128)
+    (keep, _, _), _ = view_masks("tf", 4, plain.grid, generator=torch.Generator().manual_seed(0))
+    for m in (plain, ckpt):
+        torch.manual_seed(1)  # the same drop-path draws; recomputation must replay them
+        m.project(spec, keep).pow(2).sum().backward()
+    for (n, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_unknown_checkpoint_policy_raises():
+    with pytest.raises(ValueError, match="allowed: block, attn, mlp, matmul"):
+        create_model("vit_nano", grad_ckpt_policy="everything")
+
+
+def test_train_flops_per_clip_counts_both_views():
+    from audiomosaic.model import flops_per_clip, train_flops_per_clip
+
+    cfg = encoder_config("vit_base")
+    assert train_flops_per_clip(cfg, [200, 256]) == 3 * (flops_per_clip(cfg, 201) + flops_per_clip(cfg, 257))
+    assert 240e9 < train_flops_per_clip(cfg, [200, 256]) < 250e9  # ~243 GFLOP quoted for the paper geometry
