@@ -13,15 +13,14 @@ test:  ## the whole suite, notebooks included (README test command)
 test-fast:  ## unit tests only
 	$(PY) -m pytest -q -m "not notebook and not slow"
 
-lab:  ## JupyterLab on the notebooks (add --allow-root when running as root)
-	jupyter lab --no-browser --ip 127.0.0.1 notebooks/
+lab:  ## JupyterLab on the notebooks (--allow-root is added when running as root)
+	jupyter lab --no-browser --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 smoke:  ## every notebook with the smoke parameters, executed copies in runs/exec/
 	$(PY) -m audiomosaic run-notebooks --params notebooks/params/smoke.yaml --out $(RUN)/exec
 
-figures:  ## regenerate paper_figures/*.png|pdf from the committed results in paper_figures/results/
-	SOURCE_DATE_EPOCH=0 $(PY) -m papermill notebooks/90_paper_figures.ipynb $(RUN)/exec/90_paper_figures.ipynb \
-		-k python3 --cwd notebooks --no-progress-bar
+figures:  ## regenerate paper_figures/*.png|pdf|md from the committed results in paper_figures/results/
+	SOURCE_DATE_EPOCH=0 $(PY) -m audiomosaic run-notebooks 90_paper_figures --out $(RUN)/exec
 
 data:  ## build the default corpus into data/built/default
 	$(PY) -m audiomosaic data build --recipe default --out data/built/default

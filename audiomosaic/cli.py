@@ -12,6 +12,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("audiomosaic.embed", "embed audio files with a checkpoint"),
     "data": ("audiomosaic.data.cli", "build offline corpora (data build) and check manifests (data check)"),
     "verify-reference": ("audiomosaic.reference", "check this code against a fixture of the authors' code"),
+    "run-notebooks": ("audiomosaic.notebooks", "execute the notebooks with a parameter file (papermill)"),
+    "figures": ("audiomosaic.figures", "redraw paper_figures/ from the committed tables in paper_figures/results/"),
+    "repro": ("audiomosaic.repro", "small-scale reproduction suites over seeds -> result tables and claims"),
 }
 
 

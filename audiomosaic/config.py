@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ class EncoderConfig:
     projector_hidden: int = 512
     projector_out: int = 128
     grad_ckpt_fraction: float = 0.0  # checkpoint the first floor(depth * f) blocks (authors: 0.7)
+    # What those blocks recompute in backward: "block" (all of it, as the authors), "attn" or "mlp" (one branch),
+    # "matmul" (selective: keep matrix-product/attention outputs, recompute norms, GELU, casts). Memory/speed.
+    grad_ckpt_policy: str = "block"
     sincos_layout: str = "paper"  # "paper": sin-cos on the true (T, F) grid; "reference": the code's (8, 64) view
 
 
@@ -94,6 +98,10 @@ class AugmentConfig:
     filter_rolloff_db: tuple[float, float] = (12.0, 24.0)  # dB/octave, for both filters
     p_pitch: float = 0.6
     pitch_semitones: tuple[float, float] = (-4.0, 4.0)
+    # Phase vocoder of time stretch and pitch shift: librosa's defaults. hop = n_fft / 2 halves its cost at some
+    # loss of quality (bench/NOTES.md, "Input pipeline"); n_fft must be a multiple of hop.
+    vocoder_n_fft: int = 2048
+    vocoder_hop: int = 512
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ class DataConfig:
     recipe: str = "default"  # built corpus used when ``root`` is empty: tiny, default, large
     root: str = ""  # a built corpus (``python -m audiomosaic data build``); "" = data/built/<recipe>
     manifest: str = ""  # explicit manifest JSON; "" = the corpus' pretrain.json / task train.json
+    test_manifest: str = ""  # probes/fine-tunes with an explicit ``manifest``: the evaluation split's manifest
     task: str = "kws35"  # labelled task for probes and fine-tunes
     clip_seconds: float = 1.0  # waveform length fed to the augmentation (pad/cut)
     batch_size: int = 512  # per process
@@ -139,6 +148,9 @@ class RuntimeConfig:
     keep_ckpts: int = 2
     progress: bool = True
     deterministic: bool = False
+    # Testing only (elastic-restart tests): SIGKILL the last rank right after this step, on a first attempt only
+    # (not after a resume or a torchrun restart). 0 = never.
+    fail_at_step: int = 0
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,7 @@ class FinetuneConfig:
     freqm: int = 48  # SpecAugment: one frequency mask, width uniform in [0, freqm)
     timem: int = 192  # SpecAugment: one time mask, width uniform in [0, timem)
     roll_mag: bool = True  # circular roll + Beta(10, 10) + 0.5 gain on training waveforms
+    spec_noise: bool = False  # Speech Commands recipe: fbank + U(0,1) * u / 10, then a roll of +-10 frames
     balanced_sampler: bool = False  # draw clips with weights from inverse label frequencies (AS-2M recipe)
     samples_per_epoch: int = 0  # balanced sampler: clips per epoch (0 = training-set size; AS-2M: 200000)
     loss: str = "auto"  # auto: bce for multi-label tasks, ce for single-label; or bce, ce
@@ -250,7 +263,8 @@ PROBE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # KWS fine-tunes follow the authors' SPC-2 recipe (blr 1e-3, layer decay 0.75, SpecAugment 48/48).
-_FT_SPC = {**_CORPUS_1S, "optim.blr": 1e-3, "optim.layer_decay": 0.75, "freqm": 48, "timem": 48}
+_FT_SPC = {**_CORPUS_1S, "optim.blr": 1e-3, "optim.layer_decay": 0.75, "freqm": 48, "timem": 48,
+           "spec_noise": True}
 
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {**_SMOKE, **_FT_SPC, "freqm": 16, "timem": 16, "data.batch_size": 16, "optim.epochs": 2,
@@ -268,6 +282,85 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
                     "data.batch_size": 16, "optim.warmup_epochs": 5.0, "optim.layer_decay": 0.75, "mixup": 0.0,
                     "freqm": 24, "timem": 96, "folds": (1, 2, 3, 4, 5)},
 }
+
+# --------------------------------------------------------------------------------------------------------------
+# Pre-training presets: dotted overrides on PretrainConfig() (``python -m audiomosaic pretrain --preset NAME``)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _encoder_keys(name: str, **overrides: Any) -> dict[str, Any]:
+    """An encoder preset as dotted ``encoder.*`` overrides."""
+    return {f"encoder.{k}": v for k, v in {**ENCODER_PRESETS[name], **overrides}.items()}
+
+
+# The offline corpora hold 1-2 s clips: pre-train on 1-s crops -> 98 frames padded to 128 (SPEC §2, as for
+# Speech Commands), i.e. an 8 x 8 patch grid; tf masking then keeps 3 of 8 columns and 4 of 8 rows.
+_PRETRAIN_1S = {"data.clip_seconds": 1.0, "frontend.target_frames": 128}
+# The paper's model and input (SPEC §4, §7): ViT-B on 1024 x 128, 512 clips per GPU, bf16, compiled, the first
+# 70% of blocks checkpointed.
+_PRETRAIN_VIT_B = {**_encoder_keys("vit_base", spec_size=(1024, 128), grad_ckpt_fraction=0.7),
+                   "frontend.target_frames": 1024, "data.clip_seconds": 10.0, "data.batch_size": 512,
+                   "runtime.precision": "bf16", "runtime.compile": True, "runtime.ckpt_every": 1000}
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # Tests/CI: a few steps of a nano ViT on the tiny corpus (< 2 min on 2 CPU cores, most of it start-up);
+    # deterministic: bitwise-repeatable runs (one CPU thread, see utils.backend_settings), which tests compare.
+    "smoke": {**_PRETRAIN_1S, **_encoder_keys("vit_nano", spec_size=(128, 128), projector_hidden=128,
+                                              projector_out=32),
+              "data.recipe": "tiny", "data.batch_size": 16, "data.num_workers": 1, "optim.lr": 1e-3,
+              "optim.epochs": 1, "optim.warmup_epochs": 0.2, "max_steps": 8, "runtime.log_every": 2,
+              "runtime.ckpt_every": 4, "runtime.progress": False, "runtime.deterministic": True},
+    # The main job on 2 CPU cores: ViT-mini on the default corpus' pre-training pool (~7k clips), sized so that
+    # pre-training plus the linear probes fit in 15 minutes. A larger lr than the paper's: 128 clips per step.
+    # deterministic = one compute thread (the loader decodes on the other core): reproducible numbers, and on a
+    # shared machine two OpenMP threads ran 4x slower than one (measured), so this is also the robust choice.
+    "cpu": {**_PRETRAIN_1S, **_encoder_keys("vit_mini", spec_size=(128, 128)), "data.recipe": "default",
+            "data.batch_size": 128, "data.num_workers": 1, "optim.lr": 1e-3, "optim.epochs": 6,
+            "optim.warmup_epochs": 0.5, "runtime.log_every": 10, "runtime.ckpt_every": 50,
+            "runtime.deterministic": True},
+    # One GPU machine: the paper's model and input on the scale-up corpus, a short schedule.
+    "gpu": {**_PRETRAIN_VIT_B, "data.recipe": "large", "data.num_workers": 12, "optim.epochs": 20,
+            "runtime.log_every": 50},
+    # The authors' full recipe (SPEC §7): 400 epochs, lr 6e-4 (not batch-scaled), cosine to 1e-6, 1 warmup epoch,
+    # wd 0.05, drop path 0.1, seed 42 (the PretrainConfig defaults), 512 clips per GPU. Point data.manifest at an
+    # AudioSet-2M manifest in the authors' JSON layout.
+    "paper": {**_PRETRAIN_VIT_B, "data.num_workers": 12, "runtime.log_every": 50},
+    # Reproduction suites (audiomosaic.repro) on a shared 2-core CPU: two epochs of the default corpus' pool
+    # (6.9k clips, 2 x 108 steps of 64) on a nano ViT, ~3 min per run, so 12 pre-trainings + probes fit an hour.
+    "repro_cpu": {**_PRETRAIN_1S, **_encoder_keys("vit_nano", spec_size=(128, 128), projector_hidden=256,
+                                                  projector_out=64),
+                  "data.recipe": "default", "data.batch_size": 64, "data.num_workers": 1, "optim.lr": 1e-3,
+                  "optim.epochs": 2, "optim.warmup_epochs": 0.2, "runtime.log_every": 10,
+                  "runtime.ckpt_every": 50, "runtime.progress": False},
+    # The same suites on one GPU: ViT-B on 1024 x 128 of the scale-up corpus, a short schedule per condition.
+    "repro_gpu": {**_PRETRAIN_VIT_B, "data.recipe": "large", "data.num_workers": 12, "optim.epochs": 10,
+                  "runtime.log_every": 50, "runtime.progress": False},
+}
+
+PRESET_ENV = "AUDIOMOSAIC_PRESET"  # the notebooks' switch (NOTEBOOKS.md §5C): AUDIOMOSAIC_PRESET=smoke pytest ...
+
+
+def resolve(preset: str = "cpu", overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] = os.environ,
+            *, presets: Mapping[str, Mapping[str, Any]] | None = None, cls: type = PretrainConfig) -> Any:
+    """The config of a run: ``cls()`` + the preset's overrides + ``overrides`` (later wins).
+
+    A non-empty ``$AUDIOMOSAIC_PRESET`` in ``env`` replaces ``preset``, so committed notebooks and CI can switch
+    every run to ``smoke`` without editing parameters.
+
+    Args:
+        preset: a key of ``presets`` (default: TRAIN_PRESETS).
+        overrides: dotted (``{"optim.lr": 1e-3}``) or nested overrides; strings are parsed as literals.
+        env: where to look for the switch (pass ``{}`` to ignore the environment).
+        presets, cls: another preset table and config class, e.g. ``PROBE_PRESETS`` and ``ProbeConfig``.
+
+    Raises:
+        ValueError: unknown preset (listing the allowed ones), unknown key or wrong type (naming the key).
+    """
+    presets = TRAIN_PRESETS if presets is None else presets
+    preset = env.get(PRESET_ENV) or preset
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(presets)}")
+    return apply_overrides(apply_overrides(cls(), presets[preset]), dict(overrides or {}))
 
 
 def encoder_config(name: str = "vit_base", **overrides: Any) -> EncoderConfig:
@@ -426,6 +519,7 @@ _CHOICES = {
     (MaskConfig, "mode"): ("tf", "tt", "ff", "unstructured", "none"),
     (MaskConfig, "layout"): ("paper", "reference"),
     (EncoderConfig, "sincos_layout"): ("paper", "reference"),
+    (EncoderConfig, "grad_ckpt_policy"): ("block", "attn", "mlp", "matmul"),
     (AugmentConfig, "preset"): ("none", "aug2", "aug4", "aug6", "full"),
     (RuntimeConfig, "precision"): ("auto", "fp32", "bf16", "fp16"),
     (ProbeConfig, "loss"): ("auto", "bce", "ce"),
@@ -456,3 +550,6 @@ def validate(cfg: Any) -> None:
         for f_ in dataclasses.fields(cfg):
             if f_.name.startswith("p_") and not 0.0 <= getattr(cfg, f_.name) <= 1.0:
                 raise ValueError(f"augment.{f_.name}={getattr(cfg, f_.name)} is outside [0, 1]")
+        if cfg.vocoder_hop < 1 or cfg.vocoder_n_fft % cfg.vocoder_hop:
+            raise ValueError(f"augment.vocoder_n_fft={cfg.vocoder_n_fft} must be a multiple of "
+                             f"augment.vocoder_hop={cfg.vocoder_hop} >= 1")

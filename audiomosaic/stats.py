@@ -1,0 +1,195 @@
+"""Small-sample statistics for the reproduction suites: seed means, t-intervals and paired tests.
+
+Pure functions of 1-D sequences of floats (numpy float64 inside). The t distribution comes from
+``scipy.special`` (``stdtr``/``stdtrit``); everything else (the paired t statistic, the exact Wilcoxon
+signed-rank null distribution by enumeration, the sign-flip permutation test, Holm's step-down correction) is
+computed here so that ``tests/test_stats.py`` can check it against ``scipy.stats``.
+
+Why both a t-test and rank/permutation tests: with 3 seeds the t-test leans on normality, while an exact test over
+(seed, task) pairs needs no distributional assumption; the claims table names the test behind every p-value.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import special
+
+MAX_EXACT = 20  # exact enumeration of 2**n sign patterns up to this many non-zero pairs (~1e6)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and two-sided t-interval of n values (``half_width`` is NaN for n < 2)."""
+
+    n: int
+    mean: float
+    sd: float
+    half_width: float
+    confidence: float
+
+    @property
+    def lo(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def hi(self) -> float:
+        return self.mean + self.half_width
+
+    def format(self, digits: int = 3) -> str:
+        """``0.512 ± 0.031`` (or ``0.512`` when n < 2)."""
+        if math.isnan(self.half_width):
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A two-sided paired test of ``a - b``: statistic, p-value, the mean difference and its t-interval."""
+
+    test: str
+    n: int
+    statistic: float
+    p_value: float
+    mean_diff: float
+    ci_lo: float
+    ci_hi: float
+
+
+def _vec(values: Sequence[float], name: str = "values") -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains non-finite values: {x.tolist()}")
+    return x
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile of Student's t with ``df`` degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"t quantile needs df >= 1, got {df}")
+    return float(special.stdtrit(df, q))
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
+    """Mean, sample sd (ddof=1) and the half-width t_{(1+c)/2, n-1} * sd / sqrt(n) of the mean's interval."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} is outside (0, 1)")
+    x = _vec(values)
+    n = x.size
+    if n < 2:
+        return Summary(n, float(x.mean()), float("nan"), float("nan"), confidence)
+    sd = float(x.std(ddof=1))
+    half = t_quantile((1.0 + confidence) / 2.0, n - 1) * sd / math.sqrt(n)
+    return Summary(n, float(x.mean()), sd, half, confidence)
+
+
+def _paired(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    x, y = _vec(a, "a"), _vec(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in length: {x.size} vs {y.size}")
+    return x - y
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> TestResult:
+    """Two-sided paired t-test of mean(a - b) = 0 (pairs: same seed, or same (seed, task)).
+
+    Raises:
+        ValueError: fewer than 2 pairs, or unequal lengths.
+    """
+    d = _paired(a, b)
+    n = d.size
+    if n < 2:
+        raise ValueError(f"a paired t-test needs >= 2 pairs, got {n}")
+    s = summarize(d, confidence)
+    se = s.sd / math.sqrt(n)
+    if se == 0.0:  # every difference identical: the statistic is +-inf (or undefined if all zero)
+        t = math.copysign(math.inf, s.mean) if s.mean != 0.0 else math.nan
+        p = 0.0 if s.mean != 0.0 else 1.0
+    else:
+        t = s.mean / se
+        p = float(2.0 * special.stdtr(n - 1, -abs(t)))
+    return TestResult("paired t-test", n, float(t), min(p, 1.0), s.mean, s.lo, s.hi)
+
+
+def _signed_rank_null(ranks: np.ndarray) -> np.ndarray:
+    """W+ for every one of the 2**n sign patterns of ``ranks`` (the exact null under symmetric differences)."""
+    signs = np.array(list(itertools.product((0.0, 1.0), repeat=ranks.size)))  # (2**n, n)
+    return signs @ ranks
+
+
+def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> TestResult:
+    """Exact two-sided Wilcoxon signed-rank test of the pairs' differences (zero differences dropped, tied
+    magnitudes get average ranks; the null distribution is enumerated over all sign patterns).
+
+    The statistic is W+ (sum of the ranks of positive differences); p = min(1, 2 min(P(W <= w), P(W >= w))).
+    The reported interval is the t-interval of the mean difference, for reading alongside.
+
+    Raises:
+        ValueError: more than ``MAX_EXACT`` non-zero pairs, or unequal lengths.
+    """
+    d = _paired(a, b)
+    s = summarize(d, confidence) if d.size >= 2 else summarize(np.r_[d, d], confidence)
+    nz = d[d != 0.0]
+    if nz.size > MAX_EXACT:
+        raise ValueError(f"exact Wilcoxon limited to {MAX_EXACT} non-zero pairs, got {nz.size}")
+    if nz.size == 0:
+        return TestResult("Wilcoxon signed-rank (exact)", int(d.size), 0.0, 1.0, s.mean, s.lo, s.hi)
+    ranks = _average_ranks(np.abs(nz))
+    w = float(ranks[nz > 0].sum())
+    null = _signed_rank_null(ranks)
+    eps = 1e-9 * max(1.0, float(ranks.sum()))  # float-safe comparisons of half-integer rank sums
+    p = 2.0 * min(np.mean(null <= w + eps), np.mean(null >= w - eps))
+    return TestResult("Wilcoxon signed-rank (exact)", int(d.size), w, float(min(p, 1.0)), s.mean, s.lo, s.hi)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x`` with ties given their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(x.size)
+    sorted_x = x[order]
+    i = 0
+    while i < x.size:
+        j = i
+        while j + 1 < x.size and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def sign_flip_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> TestResult:
+    """Exact paired permutation (sign-flip) test of mean(a - b) = 0: the p-value is the fraction of the 2**n
+    sign patterns whose |mean| is at least the observed one.
+
+    Raises:
+        ValueError: more than ``MAX_EXACT`` pairs, or unequal lengths.
+    """
+    d = _paired(a, b)
+    if d.size > MAX_EXACT:
+        raise ValueError(f"exact sign-flip test limited to {MAX_EXACT} pairs, got {d.size}")
+    s = summarize(d, confidence) if d.size >= 2 else summarize(np.r_[d, d], confidence)
+    signs = np.array(list(itertools.product((-1.0, 1.0), repeat=d.size)))  # (2**n, n)
+    null = np.abs(signs @ d) / d.size
+    obs = abs(float(d.mean()))
+    p = float(np.mean(null >= obs - 1e-12 * max(1.0, obs)))
+    return TestResult("sign-flip permutation (exact)", int(d.size), float(d.mean()), p, s.mean, s.lo, s.hi)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order."""
+    p = _vec(p_values, "p_values")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
+    order = np.argsort(p, kind="mergesort")
+    m = p.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

@@ -1,0 +1,198 @@
+"""Run-time plumbing shared by the training engines: seeding, device and precision, the data order.
+
+Nothing here holds state between calls; seeds come only from the config (STYLE.md 15).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process' CUDA device when there is one, else CPU; ``cuda`` -> ``cuda:<local_rank>``.
+
+    Raises:
+        ValueError: CUDA asked for but unavailable, or an unknown device name.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"runtime.device={name!r} but CUDA is not available; use cpu or auto")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown runtime.device {name!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype: ``auto`` -> bf16 on CUDA, fp32 (no autocast) on CPU (SPEC §7: ``amp`` means bf16)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if precision not in _DTYPES:
+        raise ValueError(f"unknown runtime.precision {precision!r}; allowed: auto, {', '.join(_DTYPES)}")
+    return _DTYPES[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """The one mixed-precision context of a step; a no-op for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler:
+    """A GradScaler that is enabled only for fp16 (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+@contextlib.contextmanager
+def backend_settings(device: torch.device, deterministic: bool = False) -> Iterator[None]:
+    """Within the block: TF32 matmuls on CUDA (unless deterministic), or run-to-run identical results.
+
+    ``deterministic`` means deterministic kernels (CUDA also needs ``CUBLAS_WORKSPACE_CONFIG``) and, on CPU, ONE
+    thread: with two, MKL made last-bit differences between identical processes on the project's 2-core AMD machine
+    (MKL's reproducibility modes cover Intel CPUs only), and ``MKL_NUM_THREADS`` cannot change once torch is
+    loaded. The previous settings come back on exit, so a notebook or test process is left as it was.
+    """
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    if device.type == "cuda" and not deterministic:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        if device.type == "cpu":
+            torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[2], saved[3]
+
+
+def init_process_group(device: str = "auto", timeout_s: float = 1800.0) -> None:
+    """Join the process group of a torchrun launch (WORLD_SIZE > 1) through a store namespaced by restart attempt.
+
+    torchrun's agent keeps one TCPStore across worker restarts and env:// adds no per-attempt prefix, so restarted
+    gloo workers could read the dead workers' addresses and hang in connectFullMesh (torch 2.9.1, seen with both
+    --standalone and static rendezvous; 10/10 restarts passed with the prefix). A no-op in a single process or when
+    a group exists; :func:`audiomosaic.dist.init_distributed` then only reads the group.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        return
+    rank = int(os.environ["RANK"])
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # then the agent hosts the store
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_store and rank == 0, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"attempt_{attempt}", store),
+                            rank=rank, world_size=world, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------------ data order
+
+class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Per-epoch seeded permutation, cut into global batches of ``batch_size * world_size``; each rank takes its
+    ``batch_size`` slice of every global batch (DistributedSampler's role, with drop_last).
+
+    The order is a pure function of (seed, epoch), so a resumed run restarts at ``start`` batches into the epoch
+    and sees exactly the clips the uninterrupted run would have. The tail that does not fill a global batch is
+    dropped: NT-Xent needs the same number of clips on every rank (the all-gather) and static shapes.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if num_items < batch_size * world_size:
+            raise ValueError(f"{num_items} clips cannot fill one global batch of {batch_size} x {world_size} "
+                             "ranks; lower data.batch_size")
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_items // (self.batch_size * self.world_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's permutation and skip its first ``start`` batches (resume)."""
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return max(self.batches_per_epoch - self.start, 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.num_items, generator=g).tolist()
+        gb = self.batch_size * self.world_size
+        for b in range(self.start, self.batches_per_epoch):
+            lo = b * gb + self.rank * self.batch_size
+            yield perm[lo:lo + self.batch_size]
+
+
+# ------------------------------------------------------------------------------------- synchronised BatchNorm
+
+class CpuSyncBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics span every rank, for gloo/CPU runs.
+
+    ``nn.SyncBatchNorm`` only runs on GPUs. This computes the global mean and (biased) variance with two
+    differentiable all-reduces, so the forward and the gradients equal BatchNorm over the combined batch
+    (the all-reduce's backward sums every rank's gradient, DDP then averages). Same state-dict keys as BatchNorm1d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        count = x.shape[0] * dist.get_world_size()  # every rank holds the same number of rows (drop_last)
+        mean = all_reduce(x.sum(0)) / count  # (C,)
+        var = all_reduce(((x - mean) ** 2).sum(0)) / count  # two-pass: as accurate as the local BatchNorm
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * count / max(count - 1, 1), m)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return y * self.weight + self.bias if self.affine else y
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Make every BatchNorm synchronise across ranks: ``nn.SyncBatchNorm`` on CUDA, CpuSyncBatchNorm1d on CPU."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm1d:
+            new = CpuSyncBatchNorm1d(child.num_features, child.eps, child.momentum, child.affine,
+                                     child.track_running_stats).to(child.weight.device)
+            new.load_state_dict(child.state_dict())
+            if child.affine:  # keep frozen parameters frozen (the projector's last BN bias, SPEC §4)
+                new.weight.requires_grad_(child.weight.requires_grad)
+                new.bias.requires_grad_(child.bias.requires_grad)
+            setattr(model, name, new)
+        else:
+            convert_sync_batchnorm(child, device)
+    return model

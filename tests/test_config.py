@@ -1,0 +1,119 @@
+"""The one config system: overrides, type checks, presets, round trips and the AUDIOMOSAIC_PRESET switch."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from audiomosaic import engine
+from audiomosaic.config import (PRESET_ENV, TRAIN_PRESETS, PretrainConfig, apply_overrides, from_dict, parse_kv,
+                                resolve, to_dict)
+from audiomosaic.frontend import num_frames
+
+
+@pytest.mark.parametrize("key", ["optim.lrr", "nosuch.x", "tauu", "mask.ratio_time.x"])
+def test_unknown_keys_are_rejected_by_name(key: str) -> None:
+    with pytest.raises(ValueError, match=key.split(".x")[0].replace(".", r"\.")):
+        apply_overrides(PretrainConfig(), {key: "1"})
+
+
+@pytest.mark.parametrize("key, value", [("optim.epochs", "1.5"), ("runtime.compile", "'yes'"),
+                                        ("encoder.spec_size", "(128,)"), ("data.batch_size", "big"),
+                                        ("optim.betas", "0.9"), ("tau", "True")])
+def test_wrong_types_are_rejected_by_name(key: str, value: str) -> None:
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        apply_overrides(PretrainConfig(), {key: value})
+
+
+def test_out_of_range_choices_list_the_allowed_values() -> None:
+    with pytest.raises(ValueError, match="paper, reference"):
+        apply_overrides(PretrainConfig(), {"mask.layout": "diagonal"})
+    with pytest.raises(ValueError, match="fp16"):
+        apply_overrides(PretrainConfig(), {"runtime.precision": "fp8"})
+
+
+def test_dotted_and_nested_overrides_agree_and_parse_literals() -> None:
+    dotted = apply_overrides(PretrainConfig(), parse_kv(["mask.ratio_time=0.5", "encoder.spec_size=(256, 128)",
+                                                         "optim.lr=1"]))
+    nested = apply_overrides(PretrainConfig(), {"mask": {"ratio_time": 0.5}, "encoder": {"spec_size": [256, 128]},
+                                                "optim": {"lr": 1.0}})
+    assert dotted == nested
+    assert dotted.encoder.spec_size == (256, 128) and type(dotted.optim.lr) is float  # int widened to float
+    assert dotted.mask.ratio_freq == PretrainConfig().mask.ratio_freq  # untouched siblings survive
+
+
+def test_overrides_never_mutate() -> None:
+    base = PretrainConfig()
+    new = apply_overrides(base, {"optim.lr": 1e-3})
+    assert base.optim.lr == 6e-4 and new.optim.lr == 1e-3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        new.optim.lr = 0.1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("preset", list(TRAIN_PRESETS))
+def test_presets_resolve_consistently_and_round_trip(preset: str) -> None:
+    cfg = resolve(preset, env={})
+    # The model input must be the front end's output, and the clip must not be longer than the input.
+    assert cfg.encoder.spec_size == (cfg.frontend.target_frames, cfg.frontend.num_mel_bins)
+    assert num_frames(int(cfg.data.clip_seconds * cfg.frontend.sample_rate)) <= cfg.frontend.target_frames
+    d = to_dict(cfg)
+    assert from_dict(PretrainConfig, json.loads(json.dumps(d))) == cfg
+    buf = io.BytesIO()
+    torch.save({"config": d}, buf)
+    buf.seek(0)
+    assert from_dict(PretrainConfig, torch.load(buf, weights_only=True)["config"]) == cfg
+
+
+def test_paper_preset_is_the_authors_recipe() -> None:
+    """SPEC §4 and §7, value by value."""
+    c = resolve("paper", env={})
+    assert (c.encoder.embed_dim, c.encoder.depth, c.encoder.num_heads, c.encoder.patch_size) == (768, 12, 12, 16)
+    assert c.encoder.spec_size == (1024, 128) and c.encoder.grad_ckpt_fraction == 0.7
+    assert c.encoder.drop_path_rate == 0.1 and (c.encoder.projector_hidden, c.encoder.projector_out) == (512, 128)
+    assert (c.optim.lr, c.optim.blr, c.optim.min_lr, c.optim.weight_decay) == (6e-4, 0.0, 1e-6, 0.05)
+    assert (c.optim.epochs, c.optim.warmup_epochs, c.optim.betas, c.optim.grad_clip) == (400, 1.0, (0.9, 0.999), 0.0)
+    assert (c.data.batch_size, c.runtime.precision, c.runtime.compile, c.runtime.seed) == (512, "bf16", True, 42)
+    assert (c.mask.mode, c.mask.ratio_time, c.mask.ratio_freq, c.tau) == ("tf", 0.6, 0.4, 0.1)
+    assert c.augment.preset == "full" and c.augment.roll_mag
+
+
+def test_smoke_and_cpu_presets_are_small() -> None:
+    smoke, cpu, gpu = (resolve(p, env={}) for p in ("smoke", "cpu", "gpu"))
+    assert smoke.data.recipe == "tiny" and 0 < smoke.max_steps <= 20 and smoke.encoder.embed_dim <= 64
+    assert cpu.data.recipe == "default" and cpu.encoder.embed_dim <= 192 and cpu.encoder.spec_size[0] <= 256
+    assert gpu.encoder.embed_dim == 768 and gpu.runtime.precision == "bf16" and gpu.runtime.compile
+
+
+def test_env_switch_replaces_the_preset_and_keeps_overrides() -> None:
+    switched = resolve("cpu", {"optim.lr": 2e-3}, env={PRESET_ENV: "smoke"})
+    assert switched == resolve("smoke", {"optim.lr": 2e-3}, env={})
+    assert resolve("cpu", env={PRESET_ENV: ""}) == resolve("cpu", env={})  # empty = unset
+    with pytest.raises(ValueError, match="'nosuch'.*smoke"):
+        resolve("cpu", env={PRESET_ENV: "nosuch"})
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve("huge", env={})
+
+
+def test_cli_bad_key_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert engine.main(["--preset", "smoke", "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "optim.lrr" in err and "\n" not in err and "Traceback" not in err
+    assert engine.main(["--preset", "smoke", "optim.epochs=many"]) == 2
+    assert "optim.epochs" in capsys.readouterr().err
+    assert engine.main(["--preset", "smoke", "no_equals_sign"]) == 2
+    assert "key=value" in capsys.readouterr().err
+
+
+def test_cli_help_lists_presets_and_points_to_the_keys() -> None:
+    out = subprocess.run([sys.executable, "-m", "audiomosaic", "pretrain", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0
+    assert all(p in out.stdout for p in TRAIN_PRESETS) and "PretrainConfig" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "audiomosaic", "pretrain", "--preset", "smoke", "mask.ratio_tim=0.5"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "mask.ratio_tim" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,129 @@
+"""Reproduction suites end to end on the tiny corpus: real pre-training, probes, tables, resume and the report."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from audiomosaic.analysis import PROVENANCE, RESULTS
+from audiomosaic.config import encoder_config
+from audiomosaic.masking import view_masks
+from audiomosaic.model import AudioMosaic
+from audiomosaic.repro import main
+from audiomosaic.repro_report import replace_section
+
+CONDS = ["tf_paper", "unstructured", "random_init"]
+
+
+def _argv(corpus: Path, out: Path, runs: Path, *extra: str) -> list[str]:
+    return ["--preset", "smoke", "--probe-preset", "smoke", "--tasks", "kws10", "inst11", "--seeds", "0", "1",
+            "--out", str(out), "--run-root", str(runs), "--threads", "1", f"data.root={corpus}", "max_steps=2",
+            "data.num_workers=0", "probe.optim.epochs=1", "finetune.max_steps=1", *extra]  # options after key=values
+
+
+def _repro(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audiomosaic", "repro", *argv], capture_output=True, text=True,
+                          timeout=240)
+
+
+@pytest.fixture(scope="module")
+def suite(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The main suite (3 conditions) and the effective-rank suite, 2 seeds, through the real CLI."""
+    base = tmp_path_factory.mktemp("repro")
+    out, runs = base / "results", base / "runs"
+    proc = _repro(*_argv(tiny_corpus, out, runs, "--suite", "main", "erank", "layers", "finetune", "--conditions",
+                         *CONDS, "--finetune-preset", "smoke", "--finetune-tasks", "kws10"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tiny_corpus, out, runs
+
+
+def test_tables_have_every_row_and_provenance(suite) -> None:
+    _, out, runs = suite
+    probe = pd.read_csv(out / "table_probe.csv")
+    for col in (*RESULTS["table_probe"], *PROVENANCE, "condition", "wall_s"):
+        assert col in probe.columns, col
+    assert len(probe) == len(CONDS) * 2 * 2  # conditions x seeds x tasks
+    assert set(probe["condition"]) == set(CONDS) and set(probe["seed"]) == {0, 1}
+    assert probe["value"].between(0, 1).all() and (probe["metric"] == "accuracy").all()
+    assert (probe["wall_s"] >= 0).all() and probe["machine"].str.contains("cores").all()
+    pre = probe[probe["condition"] != "random_init"]
+    assert (pre["pretrain_steps"] == 2).all()  # max_steps=2 reached the engine
+    # one pre-training per (pre-trained condition, seed), content-addressed by config hash
+    assert len(list((runs / "pretrain").glob("*/encoder.safetensors"))) == 2 * 2
+    erank = pd.read_csv(out / "fig2_effective_rank.csv")
+    assert len(erank) == 3 * 2 * 2 * 3  # encoders x seeds x tasks x inference maskings
+    assert set(erank["inference_masking"]) == {"none", "unstructured", "tf"}
+    dim = encoder_config("vit_nano").embed_dim
+    assert erank["effective_rank"].between(1, dim).all()
+
+
+def test_layer_and_finetune_tables(suite) -> None:
+    _, out, _ = suite
+    depth = encoder_config("vit_nano").depth
+    layers = pd.read_csv(out / "fig3_layerwise_probe.csv")
+    assert set(layers["model"]) == {"tf_paper"} and len(layers) == 2 * 2 * (depth + 3)  # seeds x tasks x heads
+    assert set(layers.loc[layers["probe"] == "linear", "layer"]) == set(range(depth + 1))
+    assert layers.loc[layers["probe"] != "linear", "layer"].isna().all()
+    ft = pd.read_csv(out / "table_finetune.csv")
+    assert sorted(ft["model"]) == sorted(CONDS * 2) and (ft["task"] == "kws10").all()
+    assert ft["value"].between(0, 1).all()
+
+
+def test_rerun_skips_and_a_lost_row_is_recomputed_identically(suite) -> None:
+    corpus, out, runs = suite
+    before = pd.read_csv(out / "table_probe.csv")
+    lost = (before["condition"] == "unstructured") & (before["seed"] == 1)
+    before[~lost].to_csv(out / "table_probe.csv", index=False)
+    proc = _repro(*_argv(corpus, out, runs, "--suite", "main", "--conditions", *CONDS))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done, skipped") == len(CONDS) * 2 - 1
+    after = pd.read_csv(out / "table_probe.csv")
+    key = ["condition", "seed", "task"]
+    merged = before.merge(after, on=key, suffixes=("_old", "_new"))
+    assert len(merged) == len(before)
+    # the reused encoder and the seeded probe give the same numbers again
+    assert (merged["value_old"] == merged["value_new"]).all()
+
+
+def test_report_writes_claims_and_keeps_other_sections(suite, tmp_path: Path) -> None:
+    _, out, _ = suite
+    readme = tmp_path / "README.md"
+    readme.write_text("# Figures\n\nintro\n\n## Claims\nold text\n\n## Later\nkept\n")
+    for _ in range(2):  # idempotent: the section is replaced, not appended again
+        assert main(["--no-run", "--report", "--out", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.count("## Claims") == 1 and "old text" not in text and "## Later\nkept" in text
+    claims = pd.read_csv(out / "claims.csv")
+    first = claims.iloc[0]
+    assert first["a"] == "tf_paper" and first["b"] == "unstructured" and first["n_pairs"] == 4
+    assert "repro" in first["command"]
+    assert (claims.loc[claims["table"] == "fig4c_batch_size", "verdict"] == "not run").all()
+
+
+def test_replace_section_appends_when_missing() -> None:
+    assert replace_section("# T\n", "## Claims\nx\n") == "# T\n\n## Claims\nx\n"
+    assert replace_section("", "## Claims\nx\n") == "## Claims\nx\n"
+
+
+def test_reference_layout_equals_paper_layout_on_a_square_grid() -> None:
+    # why tf_reference is not run at 128 frames: identical masks and position tables on the 8 x 8 grid
+    for layout_seed in range(3):
+        paper = view_masks("tf", 4, (8, 8), layout="paper", generator=torch.Generator().manual_seed(layout_seed))
+        ref = view_masks("tf", 4, (8, 8), layout="reference", generator=torch.Generator().manual_seed(layout_seed))
+        for p, r in zip(paper, ref):
+            assert torch.equal(p[0], r[0])
+    models = [AudioMosaic(encoder_config("vit_nano", spec_size=(128, 128), sincos_layout=s)) for s in
+              ("paper", "reference")]
+    assert torch.equal(models[0].pos_embed, models[1].pos_embed)
+    wide = [AudioMosaic(encoder_config("vit_nano", spec_size=(256, 128), sincos_layout=s)) for s in
+            ("paper", "reference")]
+    assert not torch.equal(wide[0].pos_embed, wide[1].pos_embed)
+
+
+@pytest.mark.parametrize("argv", [["mask.nope=1", "--suite", "main"], ["probe.optim.nope=1", "--suite", "main"],
+                                  ["--seeds", "0", "--suite", "main", "--conditions", "nope"]])
+def test_bad_input_is_a_one_line_error(argv: list[str], tmp_path: Path, capsys) -> None:
+    assert main([*argv, "--out", str(tmp_path), "--run-root", str(tmp_path)]) == 2
+    assert "audiomosaic repro: error:" in capsys.readouterr().err
