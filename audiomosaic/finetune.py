@@ -34,7 +34,8 @@ from .model import AudioMosaic
 from .optim import build_adamw, cosine_lr, make_schedule, set_lr
 from .probe import format_results, is_multi_label, loss_kind, summarise, task_loss, task_manifests, task_name
 from .runlog import DeviceMeter, MetricsLog, default_run_dir, progress_bar, write_config, write_json_atomic
-from .utils import EpochBatchSampler, autocast, grad_scaler, resolve_device, resolve_precision, seed_everything
+from .utils import (EpochBatchSampler, ResumableBatchSampler, autocast, grad_scaler, resolve_device,
+                    resolve_precision, seed_everything)
 
 
 # -------------------------------------------------------------------------------------------- augmentations
@@ -109,7 +110,7 @@ def class_balanced_weights(targets: np.ndarray) -> np.ndarray:
     return targets @ (1.0 / (counts + 0.01))
 
 
-class WeightedEpochBatchSampler(torch.utils.data.Sampler[list[int]]):
+class WeightedEpochBatchSampler(ResumableBatchSampler):
     """``num_samples`` clips per epoch drawn with ``weights`` (WeightedRandomSampler's law), seeded by
     (seed, epoch) and cut into full batches; ``set_epoch(epoch, start)`` skips ``start`` batches (resume)."""
 
@@ -125,15 +126,9 @@ class WeightedEpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     def batches_per_epoch(self) -> int:
         return self.num_samples // self.batch_size
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def __len__(self) -> int:
-        return max(self.batches_per_epoch - self.start, 0)
-
     def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        idx = torch.multinomial(self.weights, self.num_samples, self.replacement, generator=g).tolist()
+        idx = torch.multinomial(self.weights, self.num_samples, self.replacement,
+                                generator=self.epoch_generator()).tolist()
         for b in range(self.start, self.batches_per_epoch):
             yield idx[b * self.batch_size:(b + 1) * self.batch_size]
 

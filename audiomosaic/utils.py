@@ -115,7 +115,31 @@ def init_process_group(device: str = "auto", timeout_s: float = 1800.0) -> None:
 
 # ------------------------------------------------------------------------------------------------ data order
 
-class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
+class ResumableBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches whose order is a pure function of (seed, epoch); ``set_epoch(epoch, start)`` skips ``start``
+    batches so that a resumed run sees exactly the clips the uninterrupted run would have. Subclasses define
+    ``batches_per_epoch`` and ``__iter__`` (drawing from :meth:`epoch_generator`)."""
+
+    seed: int
+    epoch: int = 0
+    start: int = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's order and skip its first ``start`` batches (resume)."""
+        self.epoch, self.start = epoch, start
+
+    def epoch_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def __len__(self) -> int:
+        return max(self.batches_per_epoch - self.start, 0)
+
+
+class EpochBatchSampler(ResumableBatchSampler):
     """Per-epoch seeded permutation, cut into global batches of ``batch_size * world_size``; each rank takes its
     ``batch_size`` slice of every global batch (DistributedSampler's role, with drop_last).
 
@@ -136,16 +160,8 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     def batches_per_epoch(self) -> int:
         return self.num_items // (self.batch_size * self.world_size)
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch's permutation and skip its first ``start`` batches (resume)."""
-        self.epoch, self.start = epoch, start
-
-    def __len__(self) -> int:
-        return max(self.batches_per_epoch - self.start, 0)
-
     def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(self.num_items, generator=g).tolist()
+        perm = torch.randperm(self.num_items, generator=self.epoch_generator()).tolist()
         gb = self.batch_size * self.world_size
         for b in range(self.start, self.batches_per_epoch):
             lo = b * gb + self.rank * self.batch_size
