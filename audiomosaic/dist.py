@@ -1,6 +1,7 @@
 """torch.distributed helpers: process-group set-up under torchrun, rank-0 printing, a differentiable all-gather."""
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -23,8 +24,14 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); NCCL on CUDA, gloo on CPU."""
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); NCCL on CUDA, gloo on CPU.
+
+    The group is joined through a store namespaced by the restart attempt: torchrun's agent keeps one TCPStore
+    across worker restarts and env:// adds no per-attempt prefix, so restarted gloo workers could read the dead
+    workers' addresses and hang in connectFullMesh (torch 2.9.1, seen with both --standalone and static
+    rendezvous; 10/10 restarts passed with the prefix). A group that already exists is only read.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -33,7 +40,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # then the agent hosts the store
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                              is_master=not agent_store and rank == 0, timeout=timeout)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"attempt_{attempt}", store),
+                                rank=rank, world_size=world, timeout=timeout)
     return DistInfo(rank, world, local)
 
 

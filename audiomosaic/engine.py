@@ -40,7 +40,7 @@ from .optim import Schedule, build_adamw, cosine_lr, make_schedule, set_lr
 from .runlog import (DeviceMeter, MetricsLog, capture_rng, default_run_dir, progress_bar, read_config, restore_rng,
                      write_config)
 from .utils import (EpochBatchSampler, autocast, backend_settings, convert_sync_batchnorm, grad_scaler,
-                    init_process_group, resolve_device, resolve_precision, seed_everything)
+                    resolve_device, resolve_precision, seed_everything)
 
 
 class TwoViews(nn.Module):
@@ -322,7 +322,6 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False) -> 
         ValueError: ``run_dir`` already holds checkpoints and ``resume`` is False, or bad data settings.
     """
     run_dir = Path(run_dir)
-    init_process_group(cfg.runtime.device)  # restart-safe; init_distributed then reads the group
     info = init_distributed(cfg.runtime.device)
     if not resume and list_resume(run_dir):
         raise ValueError(f"{run_dir} already holds checkpoints; pass --resume or choose another --run-dir")
@@ -438,7 +437,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and not args.run_dir:
             raise ValueError("--resume needs --run-dir")
         cfg, preset = _config(args, resume)
-        init_process_group(cfg.runtime.device)
         info = init_distributed(cfg.runtime.device)
         run_dir = [args.run_dir or str(default_run_dir("pretrain", preset))]
         if info.enabled:

@@ -5,7 +5,6 @@ Nothing here holds state between calls; seeds come only from the config (STYLE.m
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import random
 from typing import Iterator
@@ -87,30 +86,6 @@ def backend_settings(device: torch.device, deterministic: bool = False) -> Itera
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[2], saved[3]
-
-
-def init_process_group(device: str = "auto", timeout_s: float = 1800.0) -> None:
-    """Join the process group of a torchrun launch (WORLD_SIZE > 1) through a store namespaced by restart attempt.
-
-    torchrun's agent keeps one TCPStore across worker restarts and env:// adds no per-attempt prefix, so restarted
-    gloo workers could read the dead workers' addresses and hang in connectFullMesh (torch 2.9.1, seen with both
-    --standalone and static rendezvous; 10/10 restarts passed with the prefix). A no-op in a single process or when
-    a group exists; :func:`audiomosaic.dist.init_distributed` then only reads the group.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or dist.is_initialized():
-        return
-    rank = int(os.environ["RANK"])
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # then the agent hosts the store
-    timeout = datetime.timedelta(seconds=timeout_s)
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                          is_master=not agent_store and rank == 0, timeout=timeout)
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"attempt_{attempt}", store),
-                            rank=rank, world_size=world, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------------ data order

@@ -22,13 +22,7 @@ from audiomosaic.probe import task_manifests
 from audiomosaic.runlog import read_metrics
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CI box has 2 cores shared by several processes: oversubscribed intra-op threads are ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _cfg(corpus, **kw):
