@@ -273,6 +273,13 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
             "optim.warmup_epochs": 2.0},
     "gpu": {**_FT_SPC, "data.recipe": "default", "data.task": "kws35", "data.batch_size": 64, "optim.epochs": 100,
             "optim.warmup_epochs": 5.0, "data.num_workers": 8},
+    # The reproduction's fine-tune (repro --suite finetune): inst11, 10 epochs. The SPC recipe above is tuned for
+    # ViT-B over 200 epochs; at ViT-nano scale its lr (blr 1e-3) and augmentation left kws35 and inst11 at chance-
+    # level train loss after 10-20 epochs (measured), while blr 3e-2 without mixup learns (inst11 0.45 vs 0.40
+    # from scratch).
+    "repro_cpu": {**_CORPUS_1S, "data.recipe": "default", "data.task": "inst11", "data.batch_size": 32,
+                  "optim.epochs": 10, "optim.warmup_epochs": 1.0, "optim.blr": 3e-2, "optim.layer_decay": 0.75,
+                  "mixup": 0.0, "freqm": 24, "timem": 24},
     "paper": {"data.task": "as20k"},  # the defaults: AS-20K, 60 (4) epochs, blr 5e-4, layer decay 0.65
     "paper_spc2": {**_FT_SPC, "data.task": "spc2", "data.batch_size": 64, "optim.epochs": 200,
                    "optim.warmup_epochs": 5.0, "frontend.norm_mean": NORM_STATS["spc"][0],

@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
+from .analysis import mask_ratio, strategy_ratio_points
 from .config import (FINETUNE_PRESETS, PROBE_PRESETS, FinetuneConfig, MaskConfig, PretrainConfig, ProbeConfig,
                      config_hash, parse_kv, resolve, to_dict)
 
@@ -52,6 +53,7 @@ class Condition:
 TF = Condition("tf_paper", {"mask.mode": "tf", "mask.layout": "paper"})
 UNSTRUCTURED = Condition("unstructured", {"mask.mode": "unstructured", "mask.ratio": UNSTRUCTURED_RATIO})
 RANDOM = Condition("random_init", {}, pretrain=False)
+EVAL_CONDITIONS = (TF, UNSTRUCTURED, RANDOM)  # the erank and finetune suites' arms
 # On a square grid (128 frames -> 8 x 8) the reference layout's masks and sin-cos table coincide with the paper
 # layout's (tests/test_repro.py checks it), so tf_reference differs from tf_paper only at >= 256 frames.
 MAIN = (TF, UNSTRUCTURED, RANDOM, Condition("tt", {"mask.mode": "tt"}), Condition("ff", {"mask.mode": "ff"}),
@@ -63,6 +65,13 @@ RATIO = tuple(TF if (t, f) == (0.6, 0.4) else Condition(f"tf_t{t}_f{f}", {**TF.o
                                                                            "mask.ratio_freq": f})
               for t, f in RATIO_GRID)
 BATCH = tuple(Condition(f"tf_bs{b}", {**TF.overrides, "data.batch_size": b}) for b in (32, 64, 128))
+# Fig. 4a: every strategy drops the same fraction of its own units (analysis.strategy_ratio_points), so every view
+# keeps about (1 - r) of the tokens. Points whose config equals another suite's (tf 0.4 and 0.6: the ratio grid's
+# diagonal; tt 0.6: main's tt; ff 0.4: main's ff) reuse that encoder through the config hash.
+STRATEGY_RATIOS = (0.4, 0.6, 0.8)
+STRATEGY = tuple(Condition(f"{p['mask.mode']}_r{r}", {**({"mask.layout": "paper"} if p["mask.mode"] == "tf" else {}),
+                                                     **p})
+                 for r in STRATEGY_RATIOS for p in strategy_ratio_points(("tf", "tt", "ff", "unstructured"), (r,)))
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,7 @@ class Context:
 
     preset: str = "repro_cpu"
     probe_preset: str = "cpu"
-    finetune_preset: str = "cpu"
+    finetune_preset: str = "repro_cpu"
     tasks: tuple[str, ...] = TASKS
     seeds: tuple[int, ...] = (0, 1, 2)
     out: Path = Path("paper_figures/results")
@@ -79,7 +88,7 @@ class Context:
     overrides: Mapping[str, Any] = field(default_factory=dict)  # PretrainConfig keys
     probe_overrides: Mapping[str, Any] = field(default_factory=dict)  # ``probe.<key>=`` on the command line
     finetune_overrides: Mapping[str, Any] = field(default_factory=dict)  # ``finetune.<key>=``
-    finetune_tasks: tuple[str, ...] = ("kws35",)
+    finetune_tasks: tuple[str, ...] = ("inst11",)
 
 
 # ------------------------------------------------------------------------------------------------- provenance
@@ -160,7 +169,8 @@ def encoder_or_random(ctx: Context, cond: Condition, seed: int) -> tuple[Pretrai
 
 
 def run_dir(ctx: Context, kind: str, cond: Condition, pre: PretrainConfig) -> Path:
-    """``<run-root>/<kind>/<condition>-<config hash>``: random init shares its config with tf, not its weights."""
+    """``<run-root>/<kind>/<condition>-<config hash>``: random init shares its config with tf, not its weights.
+    Callers add ``<task>-<eval config hash>``, so a changed probe or fine-tune recipe never resumes a stale run."""
     return ctx.run_root / kind / f"{cond.name}-{config_hash(pre)}"
 
 
@@ -221,7 +231,8 @@ def probe_suite(ctx: Context, suite: str, conditions: Sequence[Condition], table
             for task in ctx.tasks:
                 cfg = probe_config(ctx, pre, task, seed, {"heads": ("linear",), "layers": (-1,), "all_layers": False})
                 t0 = time.perf_counter()
-                res = run_probe(cfg, weights, run_dir(ctx, "probe", cond, pre) / task, resume=True)
+                res = run_probe(cfg, weights, run_dir(ctx, "probe", cond, pre) / f"{task}-{config_hash(cfg)}",
+                                resume=True)
                 r = res["results"][0]
                 rows.append({**columns(cond, pre), "task": r["task"], "metric": r["metric"], "value": r["value"],
                              **base_row(ctx, suite, cond, pre, info, cfg, time.perf_counter() - t0)})
@@ -230,7 +241,7 @@ def probe_suite(ctx: Context, suite: str, conditions: Sequence[Condition], table
                   ", ".join(f"{r['task']} {r['value']:.4f}" for r in rows), flush=True)
 
 
-def erank_suite(ctx: Context, conditions: Sequence[Condition] = (UNSTRUCTURED, TF, RANDOM),
+def erank_suite(ctx: Context, conditions: Sequence[Condition] = EVAL_CONDITIONS,
                 inference: Sequence[str] = ("none", "unstructured", "tf")) -> None:
     """Fig. 2: effective rank of pooled test-split features of each encoder under inference-time masking."""
     from .analysis import effective_rank_study, load_specs
@@ -285,7 +296,8 @@ def layers_suite(ctx: Context, cond: Condition = TF) -> None:
         for task in ctx.tasks:
             cfg = probe_config(ctx, pre, task, seed, {"all_layers": True, "heads": ("linear", "weighted", "attentive")})
             t0 = time.perf_counter()
-            res = run_probe(cfg, weights, run_dir(ctx, "layers", cond, pre) / task, resume=True)
+            res = run_probe(cfg, weights, run_dir(ctx, "layers", cond, pre) / f"{task}-{config_hash(cfg)}",
+                            resume=True)
             df = probe_rows(res["results"], cond.name)
             row = base_row(ctx, "layers", cond, pre, info, cfg, time.perf_counter() - t0)
             rows += [{**r, **row} for r in df.to_dict("records")]
@@ -293,7 +305,7 @@ def layers_suite(ctx: Context, cond: Condition = TF) -> None:
         print(f"repro layers: seed {seed}: {len(rows)} rows", flush=True)
 
 
-def finetune_suite(ctx: Context, conditions: Sequence[Condition] = (TF, UNSTRUCTURED, RANDOM)) -> None:
+def finetune_suite(ctx: Context, conditions: Sequence[Condition] = EVAL_CONDITIONS) -> None:
     """End-to-end fine-tuning of each condition's encoder (random init: from scratch) on ``finetune_tasks``."""
     from .finetune import run_finetune
 
@@ -310,7 +322,8 @@ def finetune_suite(ctx: Context, conditions: Sequence[Condition] = (TF, UNSTRUCT
                       "encoder": to_dict(pre.encoder), "frontend": to_dict(pre.frontend)}
                 cfg = resolve(ctx.finetune_preset, ov, env={}, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
                 t0 = time.perf_counter()
-                res = run_finetune(cfg, weights, run_dir(ctx, "finetune", cond, pre) / task, resume=True)
+                res = run_finetune(cfg, weights, run_dir(ctx, "finetune", cond, pre) / f"{task}-{config_hash(cfg)}",
+                                   resume=True)
                 rows.append({"model": cond.name, "task": res["task"], "metric": res["metric"], "value": res["value"],
                              **base_row(ctx, "finetune", cond, pre, info, cfg, time.perf_counter() - t0)})
             save_rows(ctx, "table_finetune", rows)
@@ -323,6 +336,7 @@ PROBE_SUITES: dict[str, tuple[Sequence[Condition], str, Callable[[Condition, Pre
     "ratio": (RATIO, "fig4b_tf_ratio_grid",
               lambda c, p: {"ratio_time": p.mask.ratio_time, "ratio_freq": p.mask.ratio_freq}),
     "batch": (BATCH, "fig4c_batch_size", lambda c, p: {"batch_size": p.data.batch_size}),
+    "strategy": (STRATEGY, "fig4a_masking_ratio", lambda c, p: {"strategy": p.mask.mode, "mask_ratio": mask_ratio(p.mask)}),
 }
 
 
@@ -335,25 +349,33 @@ def check_conditions(conditions: Sequence[str]) -> None:
 
 
 def run_suite(name: str, ctx: Context, conditions: Sequence[str] = ()) -> None:
-    """Run suite ``name``; ``conditions`` keeps only those conditions of a probe suite (the others are fixed).
+    """Run suite ``name``; ``conditions`` keeps only those of its conditions (every suite; the others are fixed).
 
     Raises:
         ValueError: unknown suite, or a condition that no probe suite has (naming the allowed ones).
     """
-    others = {"erank": erank_suite, "layers": layers_suite, "finetune": finetune_suite}
     check_conditions(conditions)
+
+    def keep(conds: Sequence[Condition]) -> list[Condition]:
+        return [c for c in conds if not conditions or c.name in conditions]
+
     if name in PROBE_SUITES:
         conds, table, columns = PROBE_SUITES[name]
-        probe_suite(ctx, name, [c for c in conds if not conditions or c.name in conditions], table, columns)
-    elif name in others:
-        others[name](ctx)
+        probe_suite(ctx, name, keep(conds), table, columns)
+    elif name == "erank":
+        erank_suite(ctx, keep(EVAL_CONDITIONS))
+    elif name == "layers":
+        if keep((TF,)):
+            layers_suite(ctx)
+    elif name == "finetune":
+        finetune_suite(ctx, keep(EVAL_CONDITIONS))
     else:
-        raise ValueError(f"unknown suite {name!r}; allowed: {', '.join([*PROBE_SUITES, *others])}")
+        raise ValueError(f"unknown suite {name!r}; allowed: {', '.join(SUITES)}")
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
 
-SUITES = ("main", "ratio", "batch", "erank", "layers", "finetune")
+SUITES = ("main", "ratio", "batch", "strategy", "erank", "layers", "finetune")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -366,12 +388,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", nargs="+", default=["main"], choices=SUITES, help="suites to run, in order")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--conditions", nargs="*", default=[],
-                   help="only these conditions of the probe suites (main, ratio, batch); the others are fixed")
+                   help="only these conditions of every suite run (e.g. tf_paper random_init); the others are fixed")
     p.add_argument("--preset", default="repro_cpu", help="pre-training preset (TRAIN_PRESETS)")
     p.add_argument("--probe-preset", default="cpu", help="PROBE_PRESETS key")
-    p.add_argument("--finetune-preset", default="cpu", help="FINETUNE_PRESETS key")
+    p.add_argument("--finetune-preset", default="repro_cpu", help="FINETUNE_PRESETS key")
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
-    p.add_argument("--finetune-tasks", nargs="+", default=["kws35"])
+    p.add_argument("--finetune-tasks", nargs="+", default=["inst11"])
     p.add_argument("--out", default="paper_figures/results", help="result tables folder")
     p.add_argument("--run-root", default="runs/repro", help="pre-training / probe run folders")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave torch's default)")
@@ -379,6 +401,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", default="paper_figures/README.md", help="README whose '## Claims' section --report "
                                                                         "rewrites ('' = do not touch)")
     p.add_argument("--no-run", action="store_true", help="only --report")
+    p.add_argument("--check", action="store_true",
+                   help="re-run the chosen suites/conditions/seeds from scratch under --check-root and compare each "
+                        "number with the committed one (writes <out>/regeneration_check.csv; exit 1 if one is off)")
+    p.add_argument("--check-root", default="runs/check", help="scratch folder of --check")
+    p.add_argument("--check-k", type=float, default=2.0, help="--check tolerance: k x seed-to-seed s.d.")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -400,13 +427,21 @@ def context(args: argparse.Namespace) -> Context:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m audiomosaic repro ...``; 2 with a one-line message on bad input."""
+    """``python -m audiomosaic repro ...``; 2 with a one-line message on bad input, 1 when --check finds a number
+    outside noise."""
     args = _parser().parse_args(argv)
+    status = 0
     try:
         ctx = context(args)
         if args.threads > 0:
             torch.set_num_threads(args.threads)
-        if not args.no_run:
+        if args.check:
+            from .repro_check import run_check, summary
+
+            df = run_check(ctx, args.suite, args.conditions, Path(args.check_root), k=args.check_k)
+            print(summary(df), flush=True)
+            status = int(df.empty or not df["within_noise"].all())
+        elif not args.no_run:
             for suite in args.suite:
                 run_suite(suite, ctx, args.conditions)
         if args.report or args.no_run:
@@ -416,4 +451,4 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"audiomosaic repro: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status

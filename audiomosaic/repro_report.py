@@ -36,6 +36,8 @@ class Claim:
     value: str = "value"
     where: tuple[tuple[str, Any], ...] = ()  # extra row filters, e.g. (("inference_masking", "none"),)
     higher: bool = True
+    arm: str = "condition"  # the column that holds a and b (fig4a: "strategy")
+    pair_on: tuple[str, ...] = ()  # more pairing columns beside (seed, task), e.g. ("mask_ratio",)
 
 
 CLAIMS = (
@@ -50,9 +52,11 @@ CLAIMS = (
           "random_init", f"{RUN} --suite main --conditions tf_paper random_init"),
     Claim("1. TF transfers better under fine-tuning than unstructured", "TF > unstructured (Fig. 4, fine-tune)",
           "table_finetune", "tf_paper", "unstructured", f"{RUN} --suite finetune"),
+    *(Claim(f"1. TF beats {b} at equal mask ratios (paired per ratio)", f"TF > {b} at every ratio (Fig. 4a)",
+            "fig4a_masking_ratio", "tf", b, f"{RUN} --suite strategy", arm="strategy", pair_on=("mask_ratio",))
+      for b in ("unstructured", "tt", "ff")),
     Claim("2. time 0.6 / freq 0.4 is a good choice (vs the best other point of the grid that ran)",
-          "0.6/0.4 best (Fig. 4b)", "fig4b_tf_ratio_grid", "tf_paper", "best_other",
-          f"{RUN} --suite ratio --conditions tf_paper tf_t0.4_f0.4 tf_t0.8_f0.4 tf_t0.6_f0.2 tf_t0.6_f0.6"),
+          "0.6/0.4 best (Fig. 4b)", "fig4b_tf_ratio_grid", "tf_paper", "best_other", f"{RUN} --suite ratio"),
     Claim("3. larger pre-training batches help (128 vs 32)", "larger batch better (Fig. 4c)",
           "fig4c_batch_size", "tf_bs128", "tf_bs32", f"{RUN} --suite batch --conditions tf_bs32 tf_bs128"),
     Claim("4. TF pre-training keeps a higher effective rank (no inference masking)", "TF > unstructured (Fig. 2)",
@@ -85,16 +89,17 @@ def _filter(df: pd.DataFrame, claim: Claim) -> pd.DataFrame:
 
 def _best_other(df: pd.DataFrame, claim: Claim) -> str | None:
     """The grid point (other than ``claim.a``) with the best mean over seeds and tasks."""
-    means = df[df["condition"] != claim.a].groupby("condition")[claim.value].mean()
+    means = df[df[claim.arm] != claim.a].groupby(claim.arm)[claim.value].mean()
     if means.empty:
         return None
     return str(means.idxmax() if claim.higher else means.idxmin())
 
 
-def pairs(df: pd.DataFrame, a: str, b: str, value: str) -> pd.DataFrame:
-    """Wide (seed, task) x {a, b} table of the pairs both conditions have."""
-    wide = df[df["condition"].isin([a, b])].pivot_table(index=["seed", "task"], columns="condition", values=value,
-                                                        aggfunc="mean")
+def pairs(df: pd.DataFrame, a: str, b: str, value: str, arm: str = "condition",
+          pair_on: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Wide (seed, task, *pair_on) x {a, b} table of the pairs both arms have."""
+    wide = df[df[arm].isin([a, b])].pivot_table(index=["seed", "task", *pair_on], columns=arm, values=value,
+                                                aggfunc="mean")
     return wide.dropna() if {a, b} <= set(wide.columns) else pd.DataFrame()
 
 
@@ -104,7 +109,8 @@ def evaluate(claim: Claim, out: str | Path) -> dict[str, Any]:
                            "b": claim.b, "metric": claim.value, "command": f"{claim.command} && {REPORT}"}
     df = _filter(repro_rows(out, claim.table), claim)
     b = _best_other(df, claim) if claim.b == "best_other" and not df.empty else claim.b
-    wide = pairs(df, claim.a, b, claim.value) if b is not None and not df.empty else pd.DataFrame()
+    wide = (pairs(df, claim.a, b, claim.value, claim.arm, claim.pair_on) if b is not None and not df.empty
+            else pd.DataFrame())
     if wide.empty:
         return {**row, "verdict": "not run", "n_seeds": 0, "n_pairs": 0}
     row["b"] = b
@@ -165,11 +171,12 @@ def condition_table(out: str | Path, table: str, value: str, by: tuple[str, ...]
 
 def cost_summary(out: str | Path) -> str:
     """Median wall times per pre-training and per evaluation, and the machine, from the tables' own columns."""
-    frames = [repro_rows(out, t) for t in ("table_probe", "fig4b_tf_ratio_grid", "fig4c_batch_size")]
+    frames = [repro_rows(out, t) for t in ("table_probe", "fig4a_masking_ratio", "fig4b_tf_ratio_grid",
+                                           "fig4c_batch_size")]
     df = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else None
     if df is None:
         return "No run yet."
-    pre = df[df["pretrain_wall_s"] > 0].drop_duplicates(["config_hash", "condition"])["pretrain_wall_s"]
+    pre = df[df["pretrain_wall_s"] > 0].drop_duplicates(["config_hash"])["pretrain_wall_s"]
     machines = "; ".join(sorted(df["machine"].astype(str).unique()))
     return (f"Measured cost per run on {machines}: pre-training median {pre.median():.0f} s "
             f"(n={len(pre)}), linear probe of one task median {df['eval_wall_s'].median():.0f} s "
@@ -217,6 +224,8 @@ def claims_markdown(out: str | Path, claims: pd.DataFrame) -> str:
               ("fig2_effective_rank", "effective_rank", ("pretrain_masking", "inference_masking"),
                "Effective rank of pooled test-split features (SPEC Decision 4)"),
               ("fig3_layerwise_probe", "value", ("model", "probe", "layer"), "Layer-wise probes of the TF encoder"),
+              ("fig4a_masking_ratio", "value", ("strategy", "mask_ratio"),
+               "Masking strategy x mask ratio, linear probe accuracy"),
               ("fig4b_tf_ratio_grid", "value", ("ratio_time", "ratio_freq"), "TF ratio grid, linear probe accuracy"),
               ("fig4c_batch_size", "value", ("batch_size",), "Pre-training batch size, linear probe accuracy"),
               ("table_finetune", "value", ("condition",), "Fine-tuning accuracy"))
@@ -228,6 +237,7 @@ def claims_markdown(out: str | Path, claims: pd.DataFrame) -> str:
     steps = "" if batch.empty else " (" + ", ".join(
         f"batch {int(b)}: {int(n)} steps" for b, n in batch.groupby("batch_size")["pretrain_steps"].max().items()) + ")"
     parts.append(NOTES.format(steps=steps))
+    parts.append(check_markdown(out))
     parts.append(PAPER_SCALE)
     parts.append("Not run in this session, or not reproducible at this scale: `tf_reference` — on the 8 × 8 grid of "
                  "1-s clips the reference layout's masks and sin-cos table coincide with the paper layout's "
@@ -254,6 +264,30 @@ AudioSet-2M; none of them was run here, so none is reproduced (targets from SPEC
 | SPC-2 / SPC-1 accuracy | 98.4 / 99.0 | not run |
 | AS-20K linear / attentive probe mAP | 29.40 / 33.55 | not run |
 """
+
+
+def check_markdown(out: str | Path) -> str:
+    """The ``--check`` results (``regeneration_check.csv``): one line per re-run (table, suite, condition, seed)."""
+    path = Path(out) / "regeneration_check.csv"
+    if not path.is_file():
+        return ("Regeneration check: not run yet (`python -m audiomosaic repro --check --suite ... --conditions ... "
+                "--seeds ...`).\n")
+    df = pd.read_csv(path)
+    rows = []
+    for (table, suite, cond, seed), g in df.groupby(["table", "suite", "condition", "seed"], sort=False):
+        rows.append({"table": table, "suite": suite, "condition": cond, "seed": int(seed), "numbers": len(g),
+                     "within noise": int(g["within_noise"].sum()), "max abs diff": f"{g['abs_diff'].max():.4g}",
+                     "tolerance (min)": f"{g['tolerance'].min():.3g}",
+                     "committed by": " ".join(sorted(g["committed_git_sha"].astype(str).unique())),
+                     "re-run by": " ".join(sorted(g["git_sha"].astype(str).unique())),
+                     "machine": " ".join(sorted(g["machine"].astype(str).unique()))})
+    t = pd.DataFrame(rows)
+    head = ("### Regeneration check (`regeneration_check.csv`)\n\n`python -m audiomosaic repro --check` re-ran these "
+            "cells from scratch (fresh run root: the encoder was pre-trained again) and compared each number with "
+            "the committed one; within noise = |difference| <= max(2 x seed-to-seed s.d. of the cell, 0.001).\n\n")
+    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
+    return head + "\n".join(lines) + "\n"
 
 
 def replace_section(text: str, section: str, heading: str = "## Claims") -> str:

@@ -11,8 +11,10 @@ from audiomosaic.analysis import PROVENANCE, RESULTS
 from audiomosaic.config import encoder_config
 from audiomosaic.masking import view_masks
 from audiomosaic.model import AudioMosaic
-from audiomosaic.repro import main
-from audiomosaic.repro_report import replace_section
+from audiomosaic.config import config_hash
+from audiomosaic.repro import MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, main, pretrain_config
+from audiomosaic.repro_check import compare
+from audiomosaic.repro_report import claims_table, replace_section
 
 CONDS = ["tf_paper", "unstructured", "random_init"]
 
@@ -127,3 +129,68 @@ def test_reference_layout_equals_paper_layout_on_a_square_grid() -> None:
 def test_bad_input_is_a_one_line_error(argv: list[str], tmp_path: Path, capsys) -> None:
     assert main([*argv, "--out", str(tmp_path), "--run-root", str(tmp_path)]) == 2
     assert "audiomosaic repro: error:" in capsys.readouterr().err
+
+
+def test_strategy_points_share_encoders_with_equal_configs() -> None:
+    # Fig. 4a points equal to a main/ratio condition reuse its encoder (same config hash); the rest are new
+    ctx = Context()
+    known = {config_hash(pretrain_config(ctx, c, 0)): c.name for c in (*MAIN, *RATIO)}
+    shared = {c.name: known.get(config_hash(pretrain_config(ctx, c, 0))) for c in STRATEGY}
+    assert shared["tf_r0.4"] == "tf_t0.4_f0.4" and shared["tf_r0.6"] == "tf_t0.6_f0.6"
+    assert shared["tt_r0.6"] == "tt" and shared["ff_r0.4"] == "ff"
+    assert shared["unstructured_r0.6"] is None and shared["tf_r0.8"] is None
+    assert len(STRATEGY) == 4 * len(STRATEGY_RATIOS)
+
+
+def test_strategy_suite_and_its_paired_claims(suite, tmp_path: Path) -> None:
+    corpus, out, runs = suite
+    proc = _repro(*_argv(corpus, out, runs, "--suite", "strategy", "--seeds", "0", "1", "--conditions",
+                         "tf_r0.4", "unstructured_r0.4", "tf_r0.8", "unstructured_r0.8"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fig4a = pd.read_csv(out / "fig4a_masking_ratio.csv")
+    assert set(fig4a["strategy"]) == {"tf", "unstructured"} and set(fig4a["mask_ratio"]) == {0.4, 0.8}
+    assert len(fig4a) == 4 * 2 * 2  # conditions x seeds x tasks
+    claims = claims_table(out).set_index("claim")
+    row = claims.loc[next(c for c in claims.index if "equal mask ratios" in c and "unstructured" in c)]
+    assert row["n_pairs"] == 2 * 2 * 2 and row["n_seeds"] == 2  # (seed, task, ratio) pairs
+    assert row["verdict"] != "not run"
+    # paired per ratio: the task-and-ratio mean of each arm per seed
+    tf = fig4a[fig4a["strategy"] == "tf"].groupby("seed")["value"].mean().mean()
+    assert row["a_mean"] == pytest.approx(tf)
+
+
+def test_check_regenerates_numbers_and_flags_a_tampered_one(suite, tmp_path: Path) -> None:
+    corpus, out, runs = suite
+    check = ["--check", "--check-root", str(tmp_path / "check"), "--suite", "main", "erank", "--conditions",
+             "tf_paper", "random_init", "--seeds", "1"]
+    proc = _repro(*_argv(corpus, out, runs), *check)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "table_probe: 4/4 within noise" in proc.stdout
+    rep = pd.read_csv(out / "regeneration_check.csv")
+    assert set(rep["table"]) == {"table_probe", "fig2_effective_rank"}
+    assert len(rep) == 2 * 2 + 2 * 2 * 3  # probe: conditions x tasks; erank: + inference maskings
+    assert (rep["abs_diff"] == 0).all()  # seeded one-thread runs repeat bit for bit on one machine
+    # the scratch run pre-trained its own encoder (a fresh run root), the committed runs were not touched
+    assert len(list((tmp_path / "check").glob("*/runs/pretrain/*/encoder.safetensors"))) == 1
+    # a committed number that the code no longer gives is reported, with a non-zero exit
+    probe = pd.read_csv(out / "table_probe.csv")
+    hit = (probe["condition"] == "tf_paper") & (probe["seed"] == 1) & (probe["task"] == "kws10")
+    probe.loc[hit, "value"] += 0.5
+    probe.to_csv(out / "table_probe.csv", index=False)
+    proc = _repro(*_argv(corpus, out, runs), *check[:-1], "1")
+    probe.loc[hit, "value"] -= 0.5
+    probe.to_csv(out / "table_probe.csv", index=False)
+    assert proc.returncode == 1 and "table_probe: 3/4 within noise" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_compare_matches_nan_keys_and_uses_the_seed_spread() -> None:
+    committed = pd.DataFrame({"suite": "layers", "condition": "tf_paper", "seed": [0, 1, 0, 1], "task": "a",
+                              "probe": ["linear", "linear", "weighted", "weighted"],
+                              "layer": [2.0, 2.0, float("nan"), float("nan")], "value": [0.5, 0.7, 0.4, 0.4],
+                              "git_sha": "abc"})
+    fresh = committed.iloc[[0, 2]].assign(value=[0.6, 0.4005], git_sha="def", machine="m", wall_s=1.0)
+    cmp = compare("fig3_layerwise_probe", committed, fresh).set_index("probe")
+    assert cmp.loc["linear", "seed_sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert cmp.loc["linear", "within_noise"]  # 0.1 <= 2 x 0.141
+    assert cmp.loc["weighted", "tolerance"] == pytest.approx(1e-3) and cmp.loc["weighted", "within_noise"]
+    assert not compare("fig3_layerwise_probe", committed, fresh.assign(value=[0.9, 0.41]))["within_noise"].any()

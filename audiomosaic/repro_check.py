@@ -1,0 +1,109 @@
+"""Does a committed number come back when its stated command runs again? (issue #6)
+
+``python -m audiomosaic repro --check --suite main erank --conditions tf_paper random_init --seeds 0`` runs the
+chosen (suite, condition, seed) cells from scratch: a fresh run root (so every encoder is pre-trained again) and a
+scratch copy of the result tables. It then compares every regenerated number with the committed one and writes the
+comparison to ``<out>/regeneration_check.csv`` (one row per number, replacing earlier checks of the same number).
+
+"Within noise" means |regenerated - committed| <= max(k x s, atol). Here s is the seed-to-seed standard deviation
+of the same cell in the committed table (same suite, condition and task), k = 2 by default, and atol is a floor for
+cells whose seeds agree exactly. On the machine and code that wrote a row, a seeded one-thread run repeats it
+bit for bit. Elsewhere, float differences change the SGD trajectory, so only seed-sized agreement can be asked for.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .results import append_results
+
+CHECK_TABLE = "regeneration_check"
+VALUE_COLUMN = {"fig2_effective_rank": "effective_rank"}  # every other table holds its number in "value"
+
+
+def keys(table: str) -> list[str]:
+    """The columns that identify one number of ``table`` (see :data:`audiomosaic.repro.TABLE_KEYS`)."""
+    from .repro import TABLE_KEYS
+
+    return ["suite", "condition", "seed", *TABLE_KEYS[table]]
+
+
+def compare(table: str, committed: pd.DataFrame, fresh: pd.DataFrame, k: float = 2.0,
+            atol: float = 1e-3) -> pd.DataFrame:
+    """One row per number of ``fresh``: the committed value, the regenerated one and whether they agree.
+
+    Args:
+        table: the result table both frames come from (it sets the key and value columns).
+        committed: that table's committed rows (every seed, for the seed-to-seed spread).
+        fresh: the regenerated rows.
+        k, atol: tolerance = max(k x seed s.d. of the cell, atol).
+
+    Returns:
+        Columns: table, the key columns, committed, regenerated, abs_diff, seed_sd, n_seeds, tolerance,
+        within_noise, committed_git_sha, git_sha, machine, wall_s. A number that has no committed row has NaN in
+        committed and within_noise False.
+    """
+    key, value = keys(table), VALUE_COLUMN.get(table, "value")
+    cell = [c for c in key if c != "seed"]
+    spread = (committed.groupby(cell, dropna=False)[value].agg(seed_sd="std", n_seeds="count").reset_index()
+              if not committed.empty else pd.DataFrame(columns=[*cell, "seed_sd", "n_seeds"]))
+    old = committed[[*key, value, "git_sha"]].rename(columns={value: "committed", "git_sha": "committed_git_sha"}) \
+        if not committed.empty else pd.DataFrame(columns=[*key, "committed", "committed_git_sha"])
+    new = fresh[[*key, value, "git_sha", "machine", "wall_s"]].rename(columns={value: "regenerated"})
+    m = new.merge(old, on=key, how="left").merge(spread, on=cell, how="left")  # NaN keys (fig3 layer) match NaN
+    m["abs_diff"] = (m["regenerated"] - m["committed"]).abs()
+    m["tolerance"] = np.maximum(k * m["seed_sd"].fillna(0.0).astype(float), atol)
+    m["within_noise"] = m["abs_diff"].le(m["tolerance"]) & m["committed"].notna()
+    m.insert(0, "table", table)
+    cols = ["table", *key, "committed", "regenerated", "abs_diff", "seed_sd", "n_seeds", "tolerance",
+            "within_noise", "committed_git_sha", "git_sha", "machine", "wall_s"]
+    return m[cols]
+
+
+def run_check(ctx, suites: Sequence[str], conditions: Sequence[str], scratch: Path, k: float = 2.0,
+              atol: float = 1e-3) -> pd.DataFrame:
+    """Re-run ``suites`` (restricted to ``conditions`` and ``ctx.seeds``) under ``scratch`` and compare.
+
+    ``ctx`` is the :class:`audiomosaic.repro.Context` of the committed tables (``ctx.out``); the re-run writes only
+    under ``scratch``. Appends the comparison to ``<ctx.out>/regeneration_check.csv`` and returns it.
+    """
+    from .repro import run_suite
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    fresh_ctx = replace(ctx, out=scratch / stamp / "results", run_root=scratch / stamp / "runs")
+    for suite in suites:
+        run_suite(suite, fresh_ctx, conditions)
+    frames = []
+    for path in sorted(fresh_ctx.out.glob("*.csv")):
+        table = path.stem
+        old_path = ctx.out / path.name
+        committed = pd.read_csv(old_path) if old_path.is_file() else pd.DataFrame()
+        if "suite" in committed.columns:
+            committed = committed[committed["suite"].notna()]
+        frames.append(compare(table, committed, pd.read_csv(path), k, atol))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    key_cols = [c for c in out.columns if c not in ("committed", "regenerated", "abs_diff", "seed_sd", "n_seeds",
+                                                    "tolerance", "within_noise", "committed_git_sha", "git_sha",
+                                                    "machine", "wall_s")]
+    append_results(out.to_dict("records"), ctx.out / f"{CHECK_TABLE}.csv", key=tuple(key_cols))
+    return out
+
+
+def summary(df: pd.DataFrame) -> str:
+    """One line per table: numbers checked, within noise, largest |difference| and its tolerance."""
+    if df.empty:
+        return "regeneration check: nothing was regenerated"
+    lines = []
+    for table, g in df.groupby("table", sort=False):
+        worst = g.loc[(g["abs_diff"] - g["tolerance"]).idxmax()]
+        lines.append(f"{table}: {int(g['within_noise'].sum())}/{len(g)} within noise; largest |diff| "
+                     f"{worst['abs_diff']:.4g} (tolerance {worst['tolerance']:.4g}, {worst['condition']} seed "
+                     f"{int(worst['seed'])})")
+    return "\n".join(lines)
