@@ -155,6 +155,17 @@ def _rolloff(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
     return 6.0 * (lo + (u * (hi - lo + 1)).floor().clamp(max=hi - lo))
 
 
+def _noise_seed(generator: torch.Generator | None, gdev: torch.device) -> torch.Tensor:
+    """A host int64 scalar that seeds the noise generator, drawn without a host-device sync."""
+    if gdev.type != "cuda":
+        return torch.randint(0, 2**62, (), generator=generator, device=gdev)
+    g = generator if generator is not None else torch.cuda.default_generators[
+        gdev.index if gdev.index is not None else torch.cuda.current_device()]
+    # A CUDA generator's state (seed, Philox offset) lives on the host and the draws above advanced the offset,
+    # so this is a fresh, reproducible seed per call; reading a device draw back would stall the stream.
+    return torch.tensor((g.initial_seed() * 0x9E3779B97F4A7C15 + g.get_offset()) % 2**62)
+
+
 def sample_params(cfg: AugmentConfig, batch: int, generator: torch.Generator | None = None,
                   device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Draw the parameters of every example and both views independently.
@@ -180,7 +191,7 @@ def sample_params(cfg: AugmentConfig, batch: int, generator: torch.Generator | N
     u = dict(zip(_U, torch.rand(len(_U), 2, batch, generator=generator, device=gdev).to(device)))
     # Beta(10, 10) is the 10th smallest of 19 uniforms (order statistics): exact and generator-seeded.
     beta = torch.rand(2, batch, 19, generator=generator, device=gdev).kthvalue(10, dim=-1).values.to(device)
-    seed = torch.randint(0, 2**62, (), generator=generator, device=gdev).cpu()
+    seed = _noise_seed(generator, gdev)
     active = PRESET_OPS[cfg.preset]
     prob = {"polarity": cfg.p_polarity, "time_stretch": cfg.p_time_stretch, "noise": cfg.p_noise,
             "gain": cfg.p_gain, "highpass": cfg.p_highpass, "bandstop": cfg.p_bandstop, "pitch": cfg.p_pitch}
@@ -223,7 +234,8 @@ def _filters(x: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int) -> t
 
 
 def apply_chain(wav: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int = 16000,
-                lengths: torch.Tensor | None = None, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+                lengths: torch.Tensor | None = None, n_fft: int = N_FFT, hop: int = HOP,
+                max_semitones: float | None = None) -> torch.Tensor:
     """Run one view of the chain on a batch, given its drawn parameters.
 
     Args:
@@ -232,12 +244,14 @@ def apply_chain(wav: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int 
         sample_rate: Hz.
         lengths: optional (N,) valid lengths (see the module docstring).
         n_fft, hop: the phase vocoder's STFT (``AugmentConfig.vocoder_n_fft`` / ``vocoder_hop``).
+        max_semitones: the pitch range's upper bound (see :func:`augment_filters.pitch_shift`).
     Returns:
         (N, S) float32 augmented waveforms.
     """
     x = wav.float()
     n_valid = torch.full((x.shape[0],), x.shape[1], device=x.device) if lengths is None else lengths.to(x.device)
-    if bool(((n_valid < 1) | (n_valid > x.shape[1])).any()):
+    # checked on CPU only: on CUDA reading the result back is a host sync per step (the collate bounds lengths)
+    if x.device.type == "cpu" and bool(((n_valid < 1) | (n_valid > x.shape[1])).any()):
         raise ValueError(f"lengths must lie in [1, {x.shape[1]}], got {int(n_valid.min())}..{int(n_valid.max())}")
     shift = (p["roll"] * n_valid).long().clamp(max=n_valid - 1)
     sign = torch.where(p["polarity_fires"], -1.0, 1.0)
@@ -247,7 +261,7 @@ def apply_chain(wav: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int 
     gen = torch.Generator(device=x.device).manual_seed(int(p["noise_seed"]))
     x = add_noise_snr(x, p["snr_db"], p["noise_fires"], gen, n_valid)
     x = _filters(x, p, sample_rate)
-    x = pitch_shift(x, p["pitch_semitones"], sample_rate, p["pitch_fires"], n_valid, n_fft, hop)
+    x = pitch_shift(x, p["pitch_semitones"], sample_rate, p["pitch_fires"], n_valid, n_fft, hop, max_semitones)
     if lengths is not None:
         x = torch.where(torch.arange(x.shape[1], device=x.device)[None] < n_valid[:, None], x, 0.0)
     return x
@@ -286,7 +300,7 @@ class TwoViewAugment:
         flat = {k: v if v.ndim == 0 else v.reshape(2 * b) for k, v in p.items()}  # view-major: rows [A ; B]
         lens = None if lengths is None else lengths.repeat(2)
         both = apply_chain(wav.repeat(2, 1), flat, self.sample_rate, lens, self.cfg.vocoder_n_fft,
-                           self.cfg.vocoder_hop)
+                           self.cfg.vocoder_hop, max(self.cfg.pitch_semitones))
         return both[:b], both[b:]
 
 

@@ -227,7 +227,9 @@ def istft(spec: torch.Tensor, length: int, n_fft: int = N_FFT, hop: int = HOP,
     k = n_fft // hop
     frames = torch.fft.irfft(spec, n=n_fft, dim=-1).mul_(_window(n_fft, spec.device))
     y = _overlap_add(frames, hop)
-    if n_valid is not None and int(n_valid.min()) < k - 1:  # a clip of a few frames: the general envelope
+    # a clip of a few frames needs the general envelope; on CUDA always take it (reading min() back would be a
+    # host sync, and the extra pass costs little there)
+    if n_valid is not None and (spec.is_cuda or int(n_valid.min()) < k - 1):
         y.mul_(_inverse_envelope(n_valid, t, n_fft, hop))
     else:
         full, tail = _envelopes(t, n_fft, hop, spec.device)
@@ -349,7 +351,8 @@ def time_stretch(wav: torch.Tensor, rate: torch.Tensor, fires: torch.Tensor, len
 
 
 def pitch_shift(wav: torch.Tensor, semitones: torch.Tensor, sample_rate: int, fires: torch.Tensor,
-                lengths: torch.Tensor | None = None, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+                lengths: torch.Tensor | None = None, n_fft: int = N_FFT, hop: int = HOP,
+                max_semitones: float | None = None) -> torch.Tensor:
     """librosa ``pitch_shift`` on the rows where ``fires``: stretch by r = 2^(-n/12), then resample by r.
 
     Output sample i reads the stretched clip at i / r (Catmull-Rom interpolation). For upward shifts (r < 1)
@@ -361,6 +364,9 @@ def pitch_shift(wav: torch.Tensor, semitones: torch.Tensor, sample_rate: int, fi
         sample_rate: only used to check the call; the shift is rate-independent.
         fires: (B,) bool.
         lengths: optional (B,) valid lengths L; the output is zero where i / r is past the stretched clip.
+        max_semitones: optional upper bound of ``semitones``. On CUDA it sizes the stretch buffer without reading
+            the batch's largest shift back to the host (a sync); on CPU, where rows run one by one, each row's
+            own shift sizes it (less work). The result is the same either way.
     Returns:
         (B, S).
     """
@@ -371,7 +377,10 @@ def pitch_shift(wav: torch.Tensor, semitones: torch.Tensor, sample_rate: int, fi
     def run(x: torch.Tensor, n_semi: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         s = x.shape[-1]
         r = torch.pow(2.0, -n_semi.double() / 12.0)  # stretch rate; float64 so positions i / r stay exact
-        long_len = int(math.ceil(s / float(r.min()))) + 2  # host sync: the buffer must fit the slowest
+        if x.is_cuda and max_semitones is not None:
+            long_len = int(math.ceil(s * 2.0 ** (max_semitones / 12.0))) + 2
+        else:  # the buffer must fit the slowest stretch; a host sync on CUDA
+            long_len = int(math.ceil(s / float(r.min()))) + 2
         max_bin = (r.clamp(max=1.0) * (n_fft // 2)).float()
         spec, n_valid = phase_vocoder(stft(x, n_fft, hop), r.float(), _stretch_frames(long_len, n_fft, hop), max_bin)
         stretched = istft(spec, long_len, n_fft, hop, n_valid)
@@ -404,8 +413,9 @@ def interp_cubic(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 
 def _zero_past(x: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """In place: x[b, i] = 0 for i >= end[b] (end (B,), any real dtype); touches only columns past min(end)."""
-    first = int(end.min().clamp(0, x.shape[1]))  # host sync, like the other per-batch sizes
+    """In place: x[b, i] = 0 for i >= end[b] (end (B,), any real dtype); on CPU touches only the columns past
+    min(end), on CUDA all of them (min() read back to the host would be a sync)."""
+    first = 0 if x.is_cuda else int(end.min().clamp(0, x.shape[1]))
     if first < x.shape[1]:
         cols = torch.arange(first, x.shape[1], device=x.device, dtype=end.dtype)
         x[:, first:].masked_fill_(cols[None] >= end[:, None], 0.0)
