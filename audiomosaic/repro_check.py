@@ -41,7 +41,7 @@ def compare(table: str, committed: pd.DataFrame, fresh: pd.DataFrame, k: float =
         table: the result table both frames come from (it sets the key and value columns).
         committed: that table's committed rows (every seed, for the seed-to-seed spread).
         fresh: the regenerated rows.
-        k, atol: tolerance = max(k x seed s.d. of the cell, atol).
+        k, atol: tolerance = max(k x s.d. of the cell's other seeds, atol).
 
     Returns:
         Columns: table, the key columns, committed, regenerated, abs_diff, seed_sd, n_seeds, tolerance,
@@ -50,12 +50,16 @@ def compare(table: str, committed: pd.DataFrame, fresh: pd.DataFrame, k: float =
     """
     key, value = keys(table), VALUE_COLUMN.get(table, "value")
     cell = [c for c in key if c != "seed"]
-    spread = (committed.groupby(cell, dropna=False)[value].agg(seed_sd="std", n_seeds="count").reset_index()
-              if not committed.empty else pd.DataFrame(columns=[*cell, "seed_sd", "n_seeds"]))
     old = committed[[*key, value, "git_sha"]].rename(columns={value: "committed", "git_sha": "committed_git_sha"}) \
         if not committed.empty else pd.DataFrame(columns=[*key, "committed", "committed_git_sha"])
     new = fresh[[*key, value, "git_sha", "machine", "wall_s"]].rename(columns={value: "regenerated"})
-    m = new.merge(old, on=key, how="left").merge(spread, on=cell, how="left")  # NaN keys (fig3 layer) match NaN
+    m = new.merge(old, on=key, how="left")  # NaN keys (fig3's layer of weighted heads) match NaN
+    # the spread of the *other* seeds: a wrong committed number must not widen its own tolerance
+    others = m[key].merge(old[[*key, "committed"]], on=cell, how="inner", suffixes=("", "_other"))
+    others = others[others["seed"] != others["seed_other"]]
+    spread = (others.groupby(key, dropna=False)["committed"].agg(seed_sd="std", n_seeds="count").reset_index()
+              if not others.empty else pd.DataFrame(columns=[*key, "seed_sd", "n_seeds"]))
+    m = m.merge(spread, on=key, how="left")
     m["abs_diff"] = (m["regenerated"] - m["committed"]).abs()
     m["tolerance"] = np.maximum(k * m["seed_sd"].fillna(0.0).astype(float), atol)
     m["within_noise"] = m["abs_diff"].le(m["tolerance"]) & m["committed"].notna()

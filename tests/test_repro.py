@@ -184,13 +184,12 @@ def test_check_regenerates_numbers_and_flags_a_tampered_one(suite, tmp_path: Pat
 
 
 def test_compare_matches_nan_keys_and_uses_the_seed_spread() -> None:
-    committed = pd.DataFrame({"suite": "layers", "condition": "tf_paper", "seed": [0, 1, 0, 1], "task": "a",
-                              "probe": ["linear", "linear", "weighted", "weighted"],
-                              "layer": [2.0, 2.0, float("nan"), float("nan")], "value": [0.5, 0.7, 0.4, 0.4],
-                              "git_sha": "abc"})
-    fresh = committed.iloc[[0, 2]].assign(value=[0.6, 0.4005], git_sha="def", machine="m", wall_s=1.0)
+    committed = pd.DataFrame({"suite": "layers", "condition": "tf_paper", "seed": [0, 1, 2, 0, 1, 2], "task": "a",
+                              "probe": ["linear"] * 3 + ["weighted"] * 3, "layer": [2.0] * 3 + [float("nan")] * 3,
+                              "value": [0.5, 0.7, 0.9, 0.4, 0.4, 0.4], "git_sha": "abc"})
+    fresh = committed.iloc[[0, 3]].assign(value=[0.6, 0.4005], git_sha="def", machine="m", wall_s=1.0)
     cmp = compare("fig3_layerwise_probe", committed, fresh).set_index("probe")
-    assert cmp.loc["linear", "seed_sd"] == pytest.approx(0.1414, abs=1e-4)
-    assert cmp.loc["linear", "within_noise"]  # 0.1 <= 2 x 0.141
+    assert cmp.loc["linear", "seed_sd"] == pytest.approx(0.1414, abs=1e-4)  # seeds 1 and 2 only
+    assert cmp.loc["linear", "n_seeds"] == 2 and cmp.loc["linear", "within_noise"]  # 0.1 <= 2 x 0.141
     assert cmp.loc["weighted", "tolerance"] == pytest.approx(1e-3) and cmp.loc["weighted", "within_noise"]
     assert not compare("fig3_layerwise_probe", committed, fresh.assign(value=[0.9, 0.41]))["within_noise"].any()
