@@ -19,7 +19,7 @@ from audiomosaic.data import build, collate, load_manifest
 from audiomosaic.data.apt_sources import (DrumsTask, SourceUnavailable, SpeakerTask, drum_class, fetch_package,
                                           phrase_stem)
 from audiomosaic.data.audio import reverb_and_noise
-from audiomosaic.data.corpus import _plan
+from audiomosaic.data.corpus import _plan, leakage_report
 from audiomosaic.data.onthefly import OnTheFlyNotes, OnTheFlySpeech, load_onthefly
 from audiomosaic.data.recipes import SC_V2_WORDS, SpeechTask, recipes, split_groups
 
@@ -73,6 +73,26 @@ def test_no_leakage_and_every_class_in_both_splits(tiny_corpus: Path) -> None:
         classes = {r["label"] for r in rows if r["task"] == task}
         for split in ("train", "test"):
             assert {r["label"] for r in rows if r["task"] == task and r["split"] == split} == classes
+
+
+def test_build_records_a_zero_leakage_report_that_catches_a_leak(tiny_corpus: Path, tmp_path: Path) -> None:
+    info = json.loads((tiny_corpus / "build_info.json").read_text())
+    assert info["leakage"] == {"test_in_pretrain": 0, "test_in_train_manifests": 0, "groups_in_both_splits": 0,
+                               "missing_from_metadata": 0}
+    # a copy of the manifests with one test file moved into the pool and one train manifest: both are counted
+    for name in ("metadata.csv", "pretrain.json"):
+        (tmp_path / name).write_bytes((tiny_corpus / name).read_bytes())
+    (tmp_path / "kws10").mkdir()
+    rows = _metadata(tiny_corpus)
+    test_file = next(r["file"] for r in rows if r["split"] == "test" and r["task"] == "kws10")
+    pool = json.loads((tmp_path / "pretrain.json").read_text())
+    pool["data"].append({"wav": test_file, "labels": ""})
+    (tmp_path / "pretrain.json").write_text(json.dumps(pool))
+    train = json.loads((tiny_corpus / "kws10" / "train.json").read_text())
+    train["data"].append({"wav": test_file.split("/", 1)[1], "labels": "yes"})
+    (tmp_path / "kws10" / "train.json").write_text(json.dumps(train))
+    leaks = leakage_report(tmp_path)
+    assert leaks["test_in_pretrain"] == 1 and leaks["test_in_train_manifests"] == 1
 
 
 def test_same_seed_same_manifests_via_cli(tiny_corpus: Path, tmp_path: Path) -> None:

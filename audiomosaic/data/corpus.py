@@ -70,11 +70,37 @@ def build(recipe: str, out: str | os.PathLike, seed: int = 0, progress: bool = T
     _write_pool(out, kept)
     for spec in specs:
         spec.write(out / "onthefly" / f"{spec.name}.json", int(seed))
+    leaks = leakage_report(out)
+    if any(leaks.values()):  # a builder bug: refuse to stamp a corpus whose test audio could leak
+        raise RuntimeError(f"{out}: split leakage {leaks}; the build is left unstamped")
     info = {**key, "tasks": tasks, "skipped": skipped, "onthefly": [s.name for s in specs],
             "clips": len(kept), "dropped": len(clips) - len(kept), "seconds": round(time.perf_counter() - t0, 2),
-            "bytes": sum(f.stat().st_size for f in out.rglob("*.wav"))}
+            "bytes": sum(f.stat().st_size for f in out.rglob("*.wav")), "leakage": leaks}
     stamp.write_text(json.dumps(info, indent=1))
     return out
+
+
+def leakage_report(out: str | os.PathLike) -> dict[str, int]:
+    """Counts that must all be 0 in a built corpus, read back from the files it wrote (DATA.md §4):
+
+    ``test_in_pretrain`` (test files in ``pretrain.json``), ``test_in_train_manifests`` (test files listed in some
+    ``<task>/train.json``), ``groups_in_both_splits`` ((task, group) pairs with clips on both sides) and
+    ``missing_from_metadata`` (manifest files that ``metadata.csv`` does not describe).
+    """
+    out = Path(out)
+    with open(out / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    split = {r["file"]: r["split"] for r in rows}
+    sides: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        sides.setdefault((r["task"], r["group"]), set()).add(r["split"])
+    pool = [e["wav"] for e in json.loads((out / "pretrain.json").read_text())["data"]]  # corpus-relative
+    train = [f"{m.parent.name}/{e['wav']}" for m in out.glob("*/train.json")  # task-relative -> corpus-relative
+             for e in json.loads(m.read_text())["data"]]
+    return {"test_in_pretrain": sum(split.get(w) == "test" for w in pool),
+            "test_in_train_manifests": sum(split.get(w) == "test" for w in train),
+            "groups_in_both_splits": sum(len(s) > 1 for s in sides.values()),
+            "missing_from_metadata": sum(w not in split for w in pool + train)}
 
 
 def is_built(out: str | os.PathLike, recipe: str, seed: int = 0) -> bool:
