@@ -1,11 +1,16 @@
-"""Run-time plumbing shared by the training engines: seeding, device and precision, the data order.
+"""Run-time plumbing shared by the training engines: seeding, device and precision, the allocator, the data order.
 
-Nothing here holds state between calls; seeds come only from the config (STYLE.md 15).
+Nothing here holds state between calls (``keep_freed_memory`` sets a process-wide allocator option once); seeds
+come only from the config (STYLE.md 15).
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import os
+import platform
 import random
 from typing import Iterator
 
@@ -62,6 +67,28 @@ def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScale
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed buffers of up to 32 MiB for reuse instead of returning them to the OS. Idempotent;
+    False (and nothing done) without glibc.
+
+    Why: glibc serves a multi-MB request by mmap and unmaps it on free, so every fresh tensor of the CPU
+    augmentation (dozens of 2-3 MB buffers per 10-s clip) is page-faulted again on first touch. On the project's
+    2-core VM that made the phase vocoder 1.3-3x slower (bench/NOTES.md, "Allocator"). This is the runtime
+    equivalent of ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...:glibc.malloc.trim_threshold=...``: a process
+    keeps its peak heap, which a training or data process reaches in its first steps anyway. Larger requests
+    (datasets, models) are still mmapped and returned.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 @contextlib.contextmanager
 def backend_settings(device: torch.device, deterministic: bool = False) -> Iterator[None]:
     """Within the block: TF32 matmuls on CUDA (unless deterministic), or run-to-run identical results.
@@ -71,6 +98,8 @@ def backend_settings(device: torch.device, deterministic: bool = False) -> Itera
     (MKL's reproducibility modes cover Intel CPUs only), and ``MKL_NUM_THREADS`` cannot change once torch is
     loaded. The previous settings come back on exit, so a notebook or test process is left as it was.
     """
+    if device.type == "cpu":
+        keep_freed_memory()  # process-wide and not undone on exit: it changes speed only, never results
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     if device.type == "cuda" and not deterministic:

@@ -11,7 +11,7 @@ Usage::
 
     python bench/pipeline.py            # CPU (1 thread and all threads) + GPU if present
     python bench/pipeline.py --quick    # a few seconds, for CI
-    python bench/pipeline.py --tune-malloc   # re-run under GLIBC_TUNABLES that keep freed memory (see NOTES.md)
+    python bench/pipeline.py --malloc keep   # with the allocator setting the engine uses on CPU (see NOTES.md)
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ import torch
 from audiomosaic.augment import TwoViewAugment, two_view_fbank
 from audiomosaic.config import AugmentConfig, FrontendConfig
 from audiomosaic.frontend import fbank
+from audiomosaic.utils import keep_freed_memory
 
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
+MALLOC = "default"  # what record() reports; set by main()
 
 
 def cpu_name() -> str:
@@ -108,7 +110,7 @@ def record(path: str, device: str, threads: int, batch: int, seconds: tuple[floa
                cpu_ms_per_batch=None if cpu != cpu else round(cpu * 1e3, 2),
                views_per_cpu_s=None if cpu != cpu else round(views / cpu, 1), clip_samples=samples,
                preset=cfg.preset, vocoder=f"{cfg.vocoder_n_fft}/{cfg.vocoder_hop}",
-               torch=torch.__version__, malloc=os.environ.get("GLIBC_TUNABLES", "default"),
+               torch=torch.__version__, malloc=MALLOC,
                date=datetime.date.today().isoformat())
     print(json.dumps(row), flush=True)
     return row
@@ -124,11 +126,20 @@ def main(argv: list[str] | None = None) -> None:
                     help="comma-separated n_fft/hop of the phase vocoder (AugmentConfig.vocoder_*)")
     ap.add_argument("--threads", default="", help="comma-separated CPU thread counts (default: 1 and all)")
     ap.add_argument("--no-gpu", action="store_true")
-    ap.add_argument("--tune-malloc", action="store_true",
-                    help="re-exec with GLIBC_TUNABLES that stop glibc returning freed buffers to the OS")
+    ap.add_argument("--malloc", choices=("default", "keep", "tunables"), default="default",
+                    help="default: glibc as started; keep: audiomosaic.utils.keep_freed_memory() (what the engine "
+                         "does on CPU); tunables: re-exec under GLIBC_TUNABLES (the same, set at start)")
+    ap.add_argument("--tune-malloc", action="store_true", help="= --malloc tunables (kept for old commands)")
     args = ap.parse_args(argv)
-    if args.tune_malloc and os.environ.get("GLIBC_TUNABLES") != MALLOC_TUNABLES:
+    global MALLOC
+    if args.tune_malloc:
+        args.malloc = "tunables"
+    if args.malloc == "tunables" and os.environ.get("GLIBC_TUNABLES") != MALLOC_TUNABLES:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES})
+    if args.malloc == "keep" and not keep_freed_memory():
+        raise SystemExit("--malloc keep needs glibc")
+    MALLOC = {"default": "default", "keep": "keep_freed_memory",
+              "tunables": os.environ.get("GLIBC_TUNABLES", "")}[args.malloc]
     cfg_fe = FrontendConfig(target_frames=98 if args.quick else 1024)
     samples = 16000 if args.quick else 160000
     cpu_batches = [2] if args.quick else [int(b) for b in args.cpu_batches.split(",")]
