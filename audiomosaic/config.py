@@ -117,6 +117,9 @@ class DataConfig:
     batch_size: int = 512  # per process
     num_workers: int = 2
     cache_features: bool = False  # probes/fine-tunes: read fp16 fbanks from a memory-mapped cache
+    # pre-training: render-on-the-fly sets of the corpus (``<root>/onthefly/<name>.json``, ``large`` recipe) whose
+    # train split joins pretrain.json's pool, e.g. ("notes_large", "speech_large"); "all" = every spec there
+    onthefly: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -340,7 +343,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
                   "optim.epochs": 2, "optim.warmup_epochs": 0.2, "runtime.log_every": 10,
                   "runtime.ckpt_every": 50, "runtime.progress": False},
     # The same suites on one GPU: ViT-B on 1024 x 128 of the scale-up corpus, a short schedule per condition.
-    "repro_gpu": {**_PRETRAIN_VIT_B, "data.recipe": "large", "data.num_workers": 12, "optim.epochs": 10,
+    "repro_gpu": {**_PRETRAIN_VIT_B, "data.recipe": "large", "data.onthefly": ("all",), "data.num_workers": 12,
+                  "optim.epochs": 10,
                   "runtime.log_every": 50, "runtime.progress": False},
 }
 

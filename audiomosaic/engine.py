@@ -240,14 +240,16 @@ def restore(t: Trainer, state: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------- set-up
 
 def pretrain_dataset(cfg: PretrainConfig, info: DistInfo) -> torch.utils.data.Dataset:
-    """AudioDataset over ``data.manifest`` or ``<corpus>/pretrain.json``, building the corpus when needed."""
-    from .data import build, load_manifest
+    """AudioDataset over ``data.manifest`` or ``<corpus>/pretrain.json``, building the corpus when needed, plus the
+    train splits of the corpus' render-on-the-fly sets named by ``data.onthefly``."""
+    from .data import build, load_manifest, load_onthefly
     from .data.dataset import AudioDataset
+    from .data.onthefly import UnlabelledClips, onthefly_names
     from .paths import data_dir
 
     path = Path(cfg.data.manifest) if cfg.data.manifest else None
+    root = Path(cfg.data.root) if cfg.data.root else data_dir(cfg.data.recipe)
     if path is None:
-        root = Path(cfg.data.root) if cfg.data.root else data_dir(cfg.data.recipe)
         if not cfg.data.root and info.is_main:
             build(cfg.data.recipe, root, seed=0, progress=cfg.runtime.progress)  # reused when already built
         if info.enabled:
@@ -256,7 +258,14 @@ def pretrain_dataset(cfg: PretrainConfig, info: DistInfo) -> torch.utils.data.Da
     if not path.exists():
         raise ValueError(f"pre-training manifest {path} not found; set data.root to a built corpus or data.manifest")
     clip = int(round(cfg.data.clip_seconds * cfg.frontend.sample_rate))
-    return AudioDataset(load_manifest(path), cfg.frontend.sample_rate, clip_samples=clip)
+    ds = AudioDataset(load_manifest(path), cfg.frontend.sample_rate, clip_samples=clip)
+    if not cfg.data.onthefly:
+        return ds
+    parts: list[torch.utils.data.Dataset] = [ds]
+    for name in onthefly_names(root, cfg.data.onthefly):  # rendered in the workers: too big to store (DATA.md §3c)
+        parts.append(UnlabelledClips(load_onthefly(root / "onthefly" / f"{name}.json", "train"), clip,
+                                     sum(len(p) for p in parts)))
+    return torch.utils.data.ConcatDataset(parts)
 
 
 def make_loader(ds: torch.utils.data.Dataset, data: DataConfig, seed: int, info: DistInfo,

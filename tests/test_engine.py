@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +16,8 @@ import torch
 from audiomosaic.checkpoint import list_resume, load_weights
 from audiomosaic.config import resolve
 from audiomosaic.dist import DistInfo
-from audiomosaic.engine import build_trainer, fill_batch, pretrain, train_step
+from audiomosaic.data.onthefly import OnTheFlySpeech
+from audiomosaic.engine import build_trainer, fill_batch, make_loader, pretrain, pretrain_dataset, train_step
 from audiomosaic.runlog import WALL_CLOCK_KEYS, read_metrics
 
 METRIC_KEYS = {"step", "epoch", "loss", "top1", "lr", "grad_norm", "skipped", *WALL_CLOCK_KEYS}
@@ -137,3 +139,26 @@ def test_main_job_path_with_the_smoke_preset(tiny_corpus: Path, tmp_path: Path) 
         assert metric == "accuracy" and 0.0 <= float(pretrained) <= 1.0 and 0.0 <= float(baseline) <= 1.0
     for sub in ("probe", "probe_init"):
         assert all((run / sub / task / "results.json").exists() for task in tasks)
+
+
+def test_pretrain_pool_adds_the_onthefly_train_splits(tiny_corpus: Path, tmp_path: Path) -> None:
+    # the large recipe's render-on-the-fly speech joins pretrain.json's pool, rendered in real loader workers
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, root)
+    stored = len(json.loads((root / "pretrain.json").read_text())["data"])
+    n = 6 + stored % 2  # an even total: two full batches, as the sampler drops a partial one
+    OnTheFlySpeech(n_items=n).write(root / "onthefly" / "speech_large.json", seed=0)
+    cfg = resolve("smoke", {"data.root": str(root), "data.onthefly": ("all",), "data.batch_size": (stored + n) // 2,
+                            "data.num_workers": 2}, env={})
+    ds = pretrain_dataset(cfg, DistInfo())
+    assert len(ds) == stored + n
+    clip = int(cfg.data.clip_seconds * cfg.frontend.sample_rate)
+    batches = list(make_loader(ds, cfg.data, 0, DistInfo(), torch.device("cpu")))
+    index = torch.cat([b["index"] for b in batches])
+    assert sorted(index.tolist()) == list(range(stored + n))  # every clip once, rendered ones included
+    assert all(b["wav"].shape[1] == clip and b["target"].shape[1] == 0 for b in batches)
+    rendered = [b["wav"][b["index"] >= stored] for b in batches]
+    assert torch.cat(rendered).abs().amax(1).gt(0).all()  # speech, not silence
+    with pytest.raises(ValueError, match="notes_large"):
+        pretrain_dataset(resolve("smoke", {"data.root": str(root), "data.onthefly": ("notes_large",)}, env={}),
+                         DistInfo())

@@ -149,3 +149,37 @@ def load_onthefly(path: str | os.PathLike, split: str = "train", n_items: int | 
                              n_items or spec["n_items"], spec["seed"], spec["seconds"],
                              _range(spec["rt60"]), _range(spec["snr_db"]))
     raise ValueError(f"{path}: unknown on-the-fly spec kind {spec.get('kind')!r}; allowed: notes, speech")
+
+
+class UnlabelledClips(Dataset):
+    """A labelled dataset's clips for the pre-training pool: targets dropped (so that sets with different label
+    spaces concatenate), each clip cut or zero-padded to ``clip_samples``, indices shifted by ``index_offset``
+    (unique within a concatenation). Skip markers pass through."""
+
+    def __init__(self, base: Dataset, clip_samples: int | None, index_offset: int = 0) -> None:
+        self.base, self.clip_samples, self.index_offset = base, clip_samples, index_offset
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.base[index]
+        if "skipped" in item:
+            return item
+        wav = item["wav"][:item["length"]].numpy()
+        return make_sample(wav, np.zeros(0, dtype=np.float32), index + self.index_offset, self.clip_samples)
+
+
+def onthefly_names(root: str | os.PathLike, names: tuple[str, ...]) -> list[str]:
+    """Resolve ``data.onthefly`` against a corpus: ``("all",)`` = every spec in ``<root>/onthefly/``.
+
+    Raises:
+        ValueError: a named spec that the corpus lacks (listing the ones it has).
+    """
+    have = sorted(p.stem for p in (Path(root) / "onthefly").glob("*.json"))
+    want = have if tuple(names) == ("all",) else list(names)
+    missing = [n for n in want if n not in have]
+    if missing:
+        raise ValueError(f"data.onthefly: {missing} not in {Path(root) / 'onthefly'}; it has: "
+                         f"{', '.join(have) or 'none'} (the large recipe writes notes_large and speech_large)")
+    return want
