@@ -402,6 +402,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
+            if origin is tuple and typing.get_args(tp) == (str, Ellipsis):  # CLI: names=a,b (or one bare name)
+                return tuple(v.strip() for v in value.split(",") if v.strip())
             if not (origin in (typing.Union, types.UnionType) and str in typing.get_args(tp)):
                 raise ValueError(f"config key {key!r}: cannot parse {value!r} as {_tname(tp)}") from None
     if tp is float and isinstance(value, int) and not isinstance(value, bool):

@@ -47,6 +47,14 @@ def test_dotted_and_nested_overrides_agree_and_parse_literals() -> None:
     assert dotted.mask.ratio_freq == PretrainConfig().mask.ratio_freq  # untouched siblings survive
 
 
+def test_name_lists_accept_bare_and_comma_separated_names() -> None:
+    for text, want in (("all", ("all",)), ("notes_large, speech_large", ("notes_large", "speech_large")),
+                       ("('all',)", ("all",))):
+        assert apply_overrides(PretrainConfig(), parse_kv([f"data.onthefly={text}"])).data.onthefly == want
+    with pytest.raises(ValueError, match=r"encoder\.spec_size"):  # numbers still need literal syntax
+        apply_overrides(PretrainConfig(), {"encoder.spec_size": "128,x"})
+
+
 def test_overrides_never_mutate() -> None:
     base = PretrainConfig()
     new = apply_overrides(base, {"optim.lr": 1e-3})
