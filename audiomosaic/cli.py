@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-reference": ("audiomosaic.reference", "check this code against a fixture of the authors' code"),
     "run-notebooks": ("audiomosaic.notebooks", "execute the notebooks with a parameter file (papermill)"),
     "figures": ("audiomosaic.figures", "redraw paper_figures/ from the committed tables in paper_figures/results/"),
-    "repro": ("audiomosaic.repro", "small-scale reproduction suites over seeds -> result tables and claims"),
+    "repro": ("audiomosaic.repro_cli", "small-scale reproduction suites over seeds -> result tables and claims"),
 }
 
 

@@ -12,7 +12,8 @@ from audiomosaic.config import encoder_config
 from audiomosaic.masking import view_masks
 from audiomosaic.model import AudioMosaic
 from audiomosaic.config import config_hash
-from audiomosaic.repro import MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, main, pretrain_config
+from audiomosaic.repro import MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, pretrain_config
+from audiomosaic.repro_cli import main
 from audiomosaic.repro_check import compare
 from audiomosaic.repro_report import claims_table, replace_section
 
