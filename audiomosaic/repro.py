@@ -12,7 +12,8 @@ is skipped, so an interrupted suite continues where it stopped. ``--report`` tur
 and the ``## Claims`` section of ``paper_figures/README.md`` (:mod:`audiomosaic.repro_report`).
 
 Suites: ``main`` (masking strategies + random init, linear probes), ``ratio`` (tf time x freq ratio grid),
-``batch`` (pre-training batch size), ``strategy`` (strategy x mask ratio, Fig. 4a), ``erank`` (effective rank under inference-time masking, Fig. 2), ``layers``
+``batch`` (pre-training batch size), ``strategy`` (strategy x mask ratio, Fig. 4a), ``layout`` (paper vs the
+authors' code's mask and position geometry on a 6 x 8 grid), ``erank`` (effective rank under inference-time masking, Fig. 2), ``layers``
 (layer-wise / weighted / attentive probes of the tf encoder, Fig. 3), ``finetune`` (tf vs unstructured vs random).
 """
 from __future__ import annotations
@@ -53,7 +54,7 @@ TF = Condition("tf_paper", {"mask.mode": "tf", "mask.layout": "paper"})
 UNSTRUCTURED = Condition("unstructured", {"mask.mode": "unstructured", "mask.ratio": UNSTRUCTURED_RATIO})
 RANDOM = Condition("random_init", {}, pretrain=False)
 EVAL_CONDITIONS = (TF, UNSTRUCTURED, RANDOM)  # the erank and finetune suites' arms
-SUITES = ("main", "ratio", "batch", "strategy", "erank", "layers", "finetune")
+SUITES = ("main", "ratio", "batch", "strategy", "layout", "erank", "layers", "finetune")
 # On a square grid (128 frames -> 8 x 8) the reference layout's masks and sin-cos table coincide with the paper
 # layout's (tests/test_repro.py checks it), so tf_reference differs from tf_paper only at >= 256 frames.
 MAIN = (TF, UNSTRUCTURED, RANDOM, Condition("tt", {"mask.mode": "tt"}), Condition("ff", {"mask.mode": "ff"}),
@@ -64,6 +65,13 @@ RATIO_GRID = ((0.4, 0.2), (0.4, 0.4), (0.4, 0.6), (0.6, 0.2), (0.6, 0.4), (0.6, 
 RATIO = tuple(TF if (t, f) == (0.6, 0.4) else Condition(f"tf_t{t}_f{f}", {**TF.overrides, "mask.ratio_time": t,
                                                                            "mask.ratio_freq": f})
               for t, f in RATIO_GRID)
+# The reference layout differs from the paper layout only on a non-square patch grid (SPEC §5.3): 96 frames of the
+# 1-s clips give a 6 x 8 (time x frequency) grid, where the authors' code masks and places sin-cos positions on a
+# transposed (8, 6) view. Both arms use the same input, so the comparison isolates the geometry.
+_GRID_6X8 = {"frontend.target_frames": 96, "encoder.spec_size": (96, 128)}
+LAYOUT = (Condition("tf_paper_6x8", {**TF.overrides, **_GRID_6X8}),
+          Condition("tf_reference_6x8", {"mask.mode": "tf", "mask.layout": "reference",
+                                         "encoder.sincos_layout": "reference", **_GRID_6X8}))
 BATCH = tuple(Condition(f"tf_bs{b}", {**TF.overrides, "data.batch_size": b}) for b in (32, 64, 128))
 # Fig. 4a: every strategy drops the same fraction of its own units (analysis.strategy_ratio_points), so every view
 # keeps about (1 - r) of the tokens. Points whose config equals another suite's (tf 0.4 and 0.6: the ratio grid's
@@ -336,6 +344,7 @@ PROBE_SUITES: dict[str, tuple[Sequence[Condition], str, Callable[[Condition, Pre
     "ratio": (RATIO, "fig4b_tf_ratio_grid",
               lambda c, p: {"ratio_time": p.mask.ratio_time, "ratio_freq": p.mask.ratio_freq}),
     "batch": (BATCH, "fig4c_batch_size", lambda c, p: {"batch_size": p.data.batch_size}),
+    "layout": (LAYOUT, "table_probe", lambda c, p: {"model": c.name, "probe": "linear"}),
     "strategy": (STRATEGY, "fig4a_masking_ratio", lambda c, p: {"strategy": p.mask.mode, "mask_ratio": mask_ratio(p.mask)}),
 }
 

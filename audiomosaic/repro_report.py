@@ -55,6 +55,8 @@ CLAIMS = (
     *(Claim(f"1. TF beats {b} at equal mask ratios (paired per ratio)", f"TF > {b} at every ratio (Fig. 4a)",
             "fig4a_masking_ratio", "tf", b, f"{RUN} --suite strategy", arm="strategy", pair_on=("mask_ratio",))
       for b in ("unstructured", "tt", "ff")),
+    Claim("(kit) the paper's mask geometry does at least as well as the released code's transposed one",
+          "SPEC §5.3 / Decision 1", "table_probe", "tf_paper_6x8", "tf_reference_6x8", f"{RUN} --suite layout"),
     Claim("2. time 0.6 / freq 0.4 is a good choice (vs the best other point of the grid that ran)",
           "0.6/0.4 best (Fig. 4b)", "fig4b_tf_ratio_grid", "tf_paper", "best_other", f"{RUN} --suite ratio"),
     Claim("3. larger pre-training batches help (128 vs 32)", "larger batch better (Fig. 4c)",
@@ -239,10 +241,12 @@ def claims_markdown(out: str | Path, claims: pd.DataFrame) -> str:
     parts.append(NOTES.format(steps=steps))
     parts.append(check_markdown(out))
     parts.append(PAPER_SCALE)
-    parts.append("Not run in this session, or not reproducible at this scale: `tf_reference` — on the 8 × 8 grid of "
-                 "1-s clips the reference layout's masks and sin-cos table coincide with the paper layout's "
-                 "(checked in `tests/test_repro.py`), so it would repeat `tf_paper` exactly; it differs only at "
-                 ">= 256 frames. Claims marked `not run` have a suite but no rows yet.\n")
+    parts.append("Mask geometry: on the 8 × 8 grid of 1-s clips the reference layout's masks and sin-cos table "
+                 "coincide with the paper layout's (checked in `tests/test_repro.py`), so `tf_reference` would "
+                 "repeat `tf_paper` exactly. The `layout` suite therefore compares the two on a 6 × 8 grid (96 "
+                 "frames of the same clips), where the released code's transposed (8, 6) view changes which tokens "
+                 "each view keeps and where the sin-cos positions go. Claims marked `not run` have a suite but no "
+                 "rows yet.\n")
     return "\n".join(parts)
 
 

@@ -12,7 +12,7 @@ from audiomosaic.config import encoder_config
 from audiomosaic.masking import view_masks
 from audiomosaic.model import AudioMosaic
 from audiomosaic.config import config_hash
-from audiomosaic.repro import MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, pretrain_config
+from audiomosaic.repro import LAYOUT, MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, pretrain_config
 from audiomosaic.repro_cli import main
 from audiomosaic.repro_check import compare
 from audiomosaic.repro_report import claims_table, replace_section
@@ -194,3 +194,21 @@ def test_compare_matches_nan_keys_and_uses_the_seed_spread() -> None:
     assert cmp.loc["linear", "n_seeds"] == 2 and cmp.loc["linear", "within_noise"]  # 0.1 <= 2 x 0.141
     assert cmp.loc["weighted", "tolerance"] == pytest.approx(1e-3) and cmp.loc["weighted", "within_noise"]
     assert not compare("fig3_layerwise_probe", committed, fresh.assign(value=[0.9, 0.41]))["within_noise"].any()
+
+
+def test_layout_suite_differs_from_paper_only_in_geometry(suite) -> None:
+    corpus, out, runs = suite
+    proc = _repro(*_argv(corpus, out, runs, "--suite", "layout", "--seeds", "0"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = pd.read_csv(out / "table_probe.csv")
+    rows = probe[probe["suite"] == "layout"]
+    assert set(rows["model"]) == {"tf_paper_6x8", "tf_reference_6x8"} and len(rows) == 2 * 2
+    ctx = Context(preset="smoke")
+    paper, ref = (pretrain_config(ctx, c, 0) for c in LAYOUT)
+    assert paper.encoder.spec_size == ref.encoder.spec_size == (96, 128)  # the same 6 x 8 grid
+    assert (paper.mask.layout, ref.mask.layout) == ("paper", "reference")
+    assert (paper.encoder.sincos_layout, ref.encoder.sincos_layout) == ("paper", "reference")
+    # on this non-square grid the geometries really differ (unlike 8 x 8, see the test above)
+    masks = [view_masks("tf", 2, (6, 8), layout=lay, generator=torch.Generator().manual_seed(0))[0][0]
+             for lay in ("paper", "reference")]
+    assert masks[0].shape != masks[1].shape or not torch.equal(masks[0], masks[1])
