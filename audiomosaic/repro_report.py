@@ -256,6 +256,12 @@ Effective rank: pooled `fc_norm` features of the frozen encoder on each task's t
 `unstructured` keeps 28 of 64 tokens at random, `tf` keeps the tokens of 3 of 8 time columns and 4 of 8 frequency
 rows (12 tokens; `audiomosaic.analysis.inference_mask`); `random_init` rows are an untrained encoder's, for scale.
 Probes train on cached features of the unmasked, un-augmented clips (`audiomosaic.probe`), 60 epochs, last epoch.
+Fine-tuning (`table_finetune.csv`): fine-tune preset `repro_cpu`, i.e. inst11, 10 epochs, batch 32, blr 3e-2, layer
+decay 0.75, SpecAugment 24/24, token masking 0.2/0.2, no mixup; last epoch. The authors' SPC-style recipe (blr 1e-3,
+mixup) stayed at chance-level training loss at this model size, so it could not rank the encoders.
+Fig. 4a (`fig4a_masking_ratio.csv`): each strategy drops the mask ratio r of its own units (tf: time columns in one
+view and frequency rows in the other, tt: time columns in both, ff: frequency rows in both, unstructured: tokens), so
+every view keeps about (1 − r) of the 64 tokens; the per-ratio claims pair (seed, task, ratio).
 """
 
 PAPER_SCALE = """The paper's benchmark numbers need AudioSet / ESC-50 / Speech Commands and ViT-B pre-training on
