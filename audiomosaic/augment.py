@@ -97,7 +97,8 @@ def roll_mag(wav: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
 
 
 def add_noise_snr(wav: torch.Tensor, snr_db: torch.Tensor, fires: torch.Tensor,
-                  generator: torch.Generator | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, lengths: torch.Tensor | None = None,
+                  inplace: bool = False) -> torch.Tensor:
     """AddGaussianSNR: white noise with RMS = RMS(wav) / 10^(snr / 20), on the rows where ``fires``.
 
     Args:
@@ -118,7 +119,7 @@ def add_noise_snr(wav: torch.Tensor, snr_db: torch.Tensor, fires: torch.Tensor,
         noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         return x + noise * (noise_rms[:, None] * valid)
 
-    return apply_where(fires, run, wav, snr_db, lengths, chunk=False)
+    return apply_where(fires, run, wav, snr_db, lengths, chunk=False, inplace=inplace)
 
 
 def _device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
@@ -218,7 +219,7 @@ def sample_params(cfg: AugmentConfig, batch: int, generator: torch.Generator | N
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _filters(x: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int) -> torch.Tensor:
+def _filters(x: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int, inplace: bool = False) -> torch.Tensor:
     """High-pass then band-stop as one rfft pass: the product of the two (or one) magnitude responses."""
     def run(x: torch.Tensor, hp: torch.Tensor, fc: torch.Tensor, hro: torch.Tensor, bs: torch.Tensor,
             c: torch.Tensor, frac: torch.Tensor, bro: torch.Tensor) -> torch.Tensor:
@@ -230,7 +231,7 @@ def _filters(x: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int) -> t
     fires = p["highpass_fires"] | p["bandstop_fires"]
     return apply_where(fires, run, x, p["highpass_fires"], p["highpass_hz"], p["highpass_rolloff"],
                        p["bandstop_fires"], p["bandstop_center_hz"], p["bandstop_fraction"], p["bandstop_rolloff"],
-                       chunk=False)
+                       chunk=False, inplace=inplace)
 
 
 def apply_chain(wav: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int = 16000,
@@ -257,11 +258,13 @@ def apply_chain(wav: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int 
     sign = torch.where(p["polarity_fires"], -1.0, 1.0)
     gain = torch.where(p["gain_fires"], torch.pow(10.0, p["gain_db"] / 20.0), 1.0)
     x = roll_mag(x, shift, p["mag"] * sign * gain, lengths)  # one multiply; exact by homogeneity (docstring)
-    x = time_stretch(x, p["stretch_rate"], p["time_stretch_fires"], n_valid, n_fft, hop)
+    # x is this call's own tensor from here on, so the operations overwrite their firing rows in place
+    x = time_stretch(x, p["stretch_rate"], p["time_stretch_fires"], n_valid, n_fft, hop, inplace=True)
     gen = torch.Generator(device=x.device).manual_seed(int(p["noise_seed"]))
-    x = add_noise_snr(x, p["snr_db"], p["noise_fires"], gen, n_valid)
-    x = _filters(x, p, sample_rate)
-    x = pitch_shift(x, p["pitch_semitones"], sample_rate, p["pitch_fires"], n_valid, n_fft, hop, max_semitones)
+    x = add_noise_snr(x, p["snr_db"], p["noise_fires"], gen, n_valid, inplace=True)
+    x = _filters(x, p, sample_rate, inplace=True)
+    x = pitch_shift(x, p["pitch_semitones"], sample_rate, p["pitch_fires"], n_valid, n_fft, hop, max_semitones,
+                    inplace=True)
     if lengths is not None:
         x = torch.where(torch.arange(x.shape[1], device=x.device)[None] < n_valid[:, None], x, 0.0)
     return x
