@@ -9,8 +9,9 @@ Per view and per example, independently, the authors run on CPU:
 
 Here the whole (B, S) batch goes through each step at once: the parameters of all examples and both views come
 from :func:`sample_params` (one ``torch.Generator``), each operation is a function of the batch, its (B,)
-parameters and a (B,) ``fires`` mask (:mod:`audiomosaic.augment_filters` holds the spectral ones), and
-:class:`TwoViewAugment` chains them, running both views as one batch of 2B rows.
+parameters and a (B,) ``fires`` mask (:mod:`audiomosaic.augment_filters` holds the filters,
+:mod:`audiomosaic.vocoder` the stretch and pitch shift), and :class:`TwoViewAugment` chains them, running both
+views as one batch of 2B rows.
 
 Implementation choices (each is tested):
 
@@ -34,10 +35,10 @@ import math
 
 import torch
 
-from .augment_filters import (HOP, N_FFT, apply_where, bandstop, bandstop_response, fft_filter, highpass,
-                              highpass_response, map_rows, pitch_shift, time_stretch)
+from .augment_filters import apply_where, bandstop, bandstop_response, fft_filter, highpass, highpass_response, map_rows
 from .config import AugmentConfig, FrontendConfig
 from .frontend import fbank_batch
+from .vocoder import HOP, N_FFT, pitch_shift, time_stretch
 
 __all__ = ["PRESET_OPS", "TwoViewAugment", "add_noise_snr", "apply_chain", "bandstop", "gain_db", "highpass",
            "pitch_shift", "polarity", "roll_mag", "sample_params", "time_stretch", "two_view_fbank"]
@@ -245,7 +246,7 @@ def apply_chain(wav: torch.Tensor, p: dict[str, torch.Tensor], sample_rate: int 
         sample_rate: Hz.
         lengths: optional (N,) valid lengths (see the module docstring).
         n_fft, hop: the phase vocoder's STFT (``AugmentConfig.vocoder_n_fft`` / ``vocoder_hop``).
-        max_semitones: the pitch range's upper bound (see :func:`augment_filters.pitch_shift`).
+        max_semitones: the pitch range's upper bound (see :func:`audiomosaic.vocoder.pitch_shift`).
     Returns:
         (N, S) float32 augmented waveforms.
     """

@@ -1,4 +1,4 @@
-"""Two-view waveform augmentation (audiomosaic.augment, augment_filters): each operation on synthetic signals
+"""Two-view waveform augmentation (audiomosaic.augment, augment_filters, vocoder): each operation on synthetic signals
 whose correct output follows from first principles (tone frequencies, tempo, filter magnitudes, SNR), the
 parameter laws, and the batching contract (non-firing rows unchanged, seeds reproducible, views independent)."""
 import math
@@ -12,7 +12,8 @@ from scipy import signal
 from audiomosaic.augment import (OPS, PRESET_OPS, TwoViewAugment, add_noise_snr, apply_chain, bandstop, gain_db,
                                  highpass, pitch_shift, polarity, roll_mag, sample_params, time_stretch,
                                  two_view_fbank)
-from audiomosaic.augment_filters import bandstop_response, highpass_response, istft, phase_vocoder, stft
+from audiomosaic.augment_filters import bandstop_response, highpass_response
+from audiomosaic.vocoder import istft, phase_vocoder, stft
 from audiomosaic.config import AugmentConfig, FrontendConfig
 
 SR = 16000
