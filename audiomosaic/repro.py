@@ -13,8 +13,9 @@ and the ``## Claims`` section of ``paper_figures/README.md`` (:mod:`audiomosaic.
 
 Suites: ``main`` (masking strategies + random init, linear probes), ``ratio`` (tf time x freq ratio grid),
 ``batch`` (pre-training batch size), ``strategy`` (strategy x mask ratio, Fig. 4a), ``layout`` (paper vs the
-authors' code's mask and position geometry on a 6 x 8 grid), ``erank`` (effective rank under inference-time masking, Fig. 2), ``layers``
-(layer-wise / weighted / attentive probes of the tf encoder, Fig. 3), ``finetune`` (tf vs unstructured vs random).
+authors' code's mask and position geometry on a 6 x 8 grid), ``erank`` (effective rank under inference-time
+masking, Fig. 2), ``layers`` (layer-wise / weighted / attentive probes of the tf encoder, Fig. 3), ``finetune``
+(tf vs unstructured vs random).
 """
 from __future__ import annotations
 
@@ -345,7 +346,8 @@ PROBE_SUITES: dict[str, tuple[Sequence[Condition], str, Callable[[Condition, Pre
               lambda c, p: {"ratio_time": p.mask.ratio_time, "ratio_freq": p.mask.ratio_freq}),
     "batch": (BATCH, "fig4c_batch_size", lambda c, p: {"batch_size": p.data.batch_size}),
     "layout": (LAYOUT, "table_probe", lambda c, p: {"model": c.name, "probe": "linear"}),
-    "strategy": (STRATEGY, "fig4a_masking_ratio", lambda c, p: {"strategy": p.mask.mode, "mask_ratio": mask_ratio(p.mask)}),
+    "strategy": (STRATEGY, "fig4a_masking_ratio",
+                 lambda c, p: {"strategy": p.mask.mode, "mask_ratio": mask_ratio(p.mask)}),
 }
 
 
