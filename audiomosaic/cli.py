@@ -6,7 +6,7 @@ import sys
 
 # command -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("audiomosaic.engine", "contrastive pre-training (no arguments: the main job on the default data)"),
+    "pretrain": ("audiomosaic.pretrain_cli", "contrastive pre-training (no arguments: the main job on the default data)"),
     "probe": ("audiomosaic.probe", "linear / layer-wise / weighted-sum / attentive probes of a frozen encoder"),
     "finetune": ("audiomosaic.finetune", "fine-tune an encoder on a labelled task"),
     "embed": ("audiomosaic.embed", "embed audio files with a checkpoint"),

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from audiomosaic import engine
+from audiomosaic import pretrain_cli
 from audiomosaic.config import (PRESET_ENV, TRAIN_PRESETS, PretrainConfig, apply_overrides, from_dict, parse_kv,
                                 resolve, to_dict)
 from audiomosaic.frontend import num_frames
@@ -108,12 +108,12 @@ def test_env_switch_replaces_the_preset_and_keeps_overrides() -> None:
 
 
 def test_cli_bad_key_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert engine.main(["--preset", "smoke", "optim.lrr=1"]) == 2
+    assert pretrain_cli.main(["--preset", "smoke", "optim.lrr=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "optim.lrr" in err and "\n" not in err and "Traceback" not in err
-    assert engine.main(["--preset", "smoke", "optim.epochs=many"]) == 2
+    assert pretrain_cli.main(["--preset", "smoke", "optim.epochs=many"]) == 2
     assert "optim.epochs" in capsys.readouterr().err
-    assert engine.main(["--preset", "smoke", "no_equals_sign"]) == 2
+    assert pretrain_cli.main(["--preset", "smoke", "no_equals_sign"]) == 2
     assert "key=value" in capsys.readouterr().err
 
 
