@@ -4,11 +4,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-# command -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
+# command -> ("module" or "module:function", one-line help); the function (default ``main``) takes argv, returns
+# the exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("audiomosaic.pretrain_cli", "contrastive pre-training (no arguments: the main job on the default data)"),
-    "probe": ("audiomosaic.probe", "linear / layer-wise / weighted-sum / attentive probes of a frozen encoder"),
-    "finetune": ("audiomosaic.finetune", "fine-tune an encoder on a labelled task"),
+    "pretrain": ("audiomosaic.pretrain_cli", "contrastive pre-training (no arguments: the main job on the default "
+                                             "data)"),
+    "probe": ("audiomosaic.eval_cli:probe_main", "linear / layer-wise / weighted-sum / attentive probes of a frozen "
+                                                 "encoder"),
+    "finetune": ("audiomosaic.eval_cli:finetune_main", "fine-tune an encoder on a labelled task"),
     "embed": ("audiomosaic.embed", "embed audio files with a checkpoint"),
     "data": ("audiomosaic.data.cli", "build offline corpora (data build) and check manifests (data check)"),
     "verify-reference": ("audiomosaic.reference", "check this code against a fixture of the authors' code"),
@@ -34,5 +37,5 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"audiomosaic: unknown command {argv[0]!r}\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return int(module.main(argv[1:]) or 0)
+    module, _, function = COMMANDS[argv[0]][0].partition(":")
+    return int(getattr(importlib.import_module(module), function or "main")(argv[1:]) or 0)

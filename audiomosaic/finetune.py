@@ -12,9 +12,7 @@ so a run resumed from any checkpoint continues exactly as if it had not stopped.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -24,16 +22,15 @@ from torch.utils.data import DataLoader
 
 from .augment import roll_mag
 from .checkpoint import list_resume, load_any, load_authors_state_dict, load_resume, save_resume, save_weights
-from .config import (FINETUNE_PRESETS, EncoderConfig, FinetuneConfig, apply_overrides, from_dict, parse_kv, resolve,
-                     to_dict)
+from .config import EncoderConfig, FinetuneConfig, apply_overrides, from_dict, to_dict
 from .data import AudioDataset, Manifest, SkipCounter, collate
 from .frontend import fbank_batch
 from .masking import time_freq_mask
-from .metrics import primary_metric, task_metrics
+from .metrics import task_metrics
 from .model import AudioMosaic
 from .optim import build_adamw, cosine_lr, make_schedule, set_lr
-from .probe import format_results, is_multi_label, loss_kind, summarise, task_loss, task_manifests, task_name
-from .runlog import DeviceMeter, MetricsLog, default_run_dir, progress_bar, write_config, write_json_atomic
+from .probe import is_multi_label, loss_kind, summarise, task_loss, task_manifests, task_name
+from .runlog import DeviceMeter, MetricsLog, progress_bar, write_config, write_json_atomic
 from .utils import (EpochBatchSampler, ResumableBatchSampler, autocast, grad_scaler, resolve_device,
                     resolve_precision, seed_everything)
 
@@ -380,43 +377,3 @@ def run_finetune(cfg: FinetuneConfig, encoder: AudioMosaic | str | Path | None, 
     write_config(run_dir, cfg, {"folds": list(cfg.folds), "checkpoint": str(encoder)})
     write_json_atomic(run_dir / "results.json", out)
     return out
-
-
-# --------------------------------------------------------------------------------------------------------- CLI
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m audiomosaic finetune",
-        description="Fine-tune an encoder end to end (SPEC §8): layer-wise lr decay, mixup, SpecAugment, token "
-                    "masking, class-balanced sampling, ESC-50 folds. Reports the last epoch "
-                    "(best-on-test only with report_best=True).",
-        epilog=f"presets: {', '.join(FINETUNE_PRESETS)}. Examples: data.task=inst11 optim.epochs=10 mixup=0.0")
-    p.add_argument("--checkpoint", default=None,
-                   help="pre-trained weights (safetensors export, resume checkpoint, authors' .pt); 'random' = "
-                        "from scratch; optional with --resume")
-    p.add_argument("--preset", default="cpu", help="settings preset (default: cpu)")
-    p.add_argument("--run-dir", default=None, help="output folder (default: runs/finetune-<preset>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --run-dir")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.epochs=5")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        cfg = resolve(args.preset, parse_kv(args.overrides), presets=FINETUNE_PRESETS, cls=FinetuneConfig)
-        if args.checkpoint is None and not args.resume:
-            raise ValueError("--checkpoint is required (or --resume with an existing --run-dir)")
-        if args.resume and args.run_dir is None:
-            raise ValueError("--resume needs --run-dir")
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir("finetune", args.preset)
-        out = run_finetune(cfg, args.checkpoint, run_dir, resume=args.resume)
-    except ValueError as e:
-        print(f"audiomosaic finetune: {e}", file=sys.stderr)
-        return 2
-    rows = list(out["folds"].values()) if "folds" in out else [out]
-    print(format_results([{**r, "head": "finetune"} for r in rows]))
-    if "folds" in out:
-        print(f"mean over folds {list(cfg.folds)}: {out['metric']} {out['value']:.4f}")
-    print(f"run dir: {run_dir}")
-    return 0

@@ -13,9 +13,6 @@ Run directory: ``config.json``, ``metrics.jsonl`` (one line per epoch per head, 
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -26,8 +23,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_any
-from .config import (PROBE_PRESETS, DataConfig, FinetuneConfig, ProbeConfig, apply_overrides, config_hash, parse_kv,
-                     resolve, to_dict)
+from .config import (PROBE_PRESETS, DataConfig, FinetuneConfig, ProbeConfig, apply_overrides, config_hash, resolve,
+                     to_dict)
 from .data import AudioDataset, CachedFeatureDataset, FeatureCache, Manifest, SkipCounter, collate
 from .data.manifest import load_audioset, load_esc50, load_manifest, load_speech_commands
 from .frontend import fbank_batch
@@ -367,45 +364,3 @@ def format_results(rows: Sequence[Mapping[str, Any]]) -> str:
         extra = f"{best['value']:.4f} (epoch {best['epoch']})" if best else "-"
         lines.append(f"{r['task']:12s} {r['head']:18s} {r['metric']:9s} {r['value']:8.4f}  {extra}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------------- CLI
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m audiomosaic probe",
-        description="Probe a frozen encoder: features are pooled once, then linear / layer-wise / weighted / "
-                    "attentive heads train on them. Reports the last epoch (best-on-test only with report_best=True).",
-        epilog=f"presets: {', '.join(PROBE_PRESETS)}. Examples: heads=\"('linear','attentive')\" all_layers=True "
-               "data.task=inst11 optim.epochs=30")
-    p.add_argument("--checkpoint", required=True,
-                   help="safetensors export, resume checkpoint or authors' .pt; 'random' = random cfg.encoder")
-    p.add_argument("--preset", default="cpu", help="settings preset (default: cpu)")
-    p.add_argument("--run-dir", default=None, help="output folder (default: runs/probe-<preset>-<time>)")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse the run dir's cached features and restart head training from scratch "
-                        "(heads are cheap and are not checkpointed)")
-    p.add_argument("--random-init", action="store_true", help="the checkpoint's architecture with random weights")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.epochs=5")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        cfg = resolve(args.preset, parse_kv(args.overrides), presets=PROBE_PRESETS, cls=ProbeConfig)
-    except ValueError as e:
-        print(f"audiomosaic probe: {e}", file=sys.stderr)
-        return 2
-    if args.resume and args.run_dir is None:
-        print("audiomosaic probe: --resume needs --run-dir", file=sys.stderr)
-        return 2
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir("probe", args.preset)
-    try:
-        out = run_probe(cfg, args.checkpoint, run_dir, resume=args.resume, random_init=args.random_init)
-    except ValueError as e:
-        print(f"audiomosaic probe: {e}", file=sys.stderr)
-        return 2
-    print(format_results(out["results"]))
-    print(f"run dir: {run_dir}")
-    return 0

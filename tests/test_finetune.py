@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 
 from audiomosaic.checkpoint import list_resume, save_weights
 from audiomosaic.config import FINETUNE_PRESETS, FinetuneConfig, resolve
-from audiomosaic.finetune import (WeightedEpochBatchSampler, beta, build_classifier, class_balanced_weights, main,
-                                  mixup, run_finetune, spec_augment, spec_noise)
+from audiomosaic.eval_cli import finetune_main as main
+from audiomosaic.finetune import (WeightedEpochBatchSampler, beta, build_classifier, class_balanced_weights, mixup,
+                                  run_finetune, spec_augment, spec_noise)
 from audiomosaic.masking import time_freq_mask
 from audiomosaic.model import create_model
 from audiomosaic.probe import task_manifests
