@@ -1,4 +1,5 @@
 """Seed statistics against scipy.stats and against small cases worked out by hand."""
+import itertools
 import math
 
 import numpy as np
@@ -46,7 +47,7 @@ def test_paired_t_constant_difference() -> None:
     assert paired_t_test([1.0, 2.0], [1.0, 2.0]).p_value == 1.0
 
 
-@pytest.mark.parametrize("n", [3, 6, 9, 12])
+@pytest.mark.parametrize("n", [3, 6, 9, 12, 27, 40])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_wilcoxon_matches_scipy_exact(n: int, seed: int) -> None:
     a, b = _samples(n, seed=100 * n + seed, shift=0.2)  # continuous draws: no ties, no zeros
@@ -56,6 +57,16 @@ def test_wilcoxon_matches_scipy_exact(n: int, seed: int) -> None:
     ref = sps.wilcoxon(a, b, method="exact")
     assert ours.statistic == pytest.approx(ranks[d > 0].sum())
     assert ours.p_value == pytest.approx(ref.pvalue)
+
+
+def test_wilcoxon_with_ties_matches_full_enumeration() -> None:
+    # 14 differences with tied magnitudes (half-integer ranks): the DP null equals all 2**14 sign patterns
+    d = np.array([0.1, -0.1, 0.2, 0.2, -0.3, 0.3, 0.3, 0.5, -0.6, 0.7, 0.7, -0.7, 0.9, 1.1])
+    ranks = sps.rankdata(np.abs(d))
+    null = np.array(list(itertools.product((0.0, 1.0), repeat=d.size))) @ ranks
+    w = ranks[d > 0].sum()
+    p = 2 * min(np.mean(null <= w + 1e-9), np.mean(null >= w - 1e-9))
+    assert wilcoxon_signed_rank(d, np.zeros_like(d)).p_value == pytest.approx(min(p, 1.0), rel=1e-12)
 
 
 def test_wilcoxon_ties_and_zeros_from_first_principles() -> None:
@@ -88,7 +99,8 @@ def test_holm_worked_example() -> None:
     lambda: summarize([1.0, 2.0], confidence=1.5),
     lambda: paired_t_test([1.0, 2.0], [1.0]),
     lambda: paired_t_test([1.0], [2.0]),
-    lambda: wilcoxon_signed_rank(np.arange(30.0) + 1, np.zeros(30)),
+    lambda: wilcoxon_signed_rank([1.0, 2.0], [1.0]),
+    lambda: sign_flip_test(np.arange(30.0) + 1, np.zeros(30)),
     lambda: holm([0.2, 1.2]),
 ])
 def test_bad_input_raises(call) -> None:
