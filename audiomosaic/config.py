@@ -29,6 +29,11 @@ NORM_STATS: dict[str, tuple[float, float]] = {
 }
 
 
+# Field metadata: the field enters config_hash only when it differs from its default (for fields added after
+# results were recorded under the old hash).
+HASH_IF_SET = "hash_if_set"
+
+
 @dataclass(frozen=True)
 class FrontendConfig:
     """Waveform -> normalised Kaldi log-mel fbank (SPEC §2)."""
@@ -119,7 +124,7 @@ class DataConfig:
     cache_features: bool = False  # probes/fine-tunes: read fp16 fbanks from a memory-mapped cache
     # pre-training: render-on-the-fly sets of the corpus (``<root>/onthefly/<name>.json``, ``large`` recipe) whose
     # train split joins pretrain.json's pool, e.g. ("notes_large", "speech_large"); "all" = every spec there
-    onthefly: tuple[str, ...] = ()
+    onthefly: tuple[str, ...] = field(default=(), metadata={HASH_IF_SET: True})
 
 
 @dataclass(frozen=True)
@@ -517,11 +522,26 @@ def from_dict(cls: type, d: Mapping[str, Any]) -> Any:
     return apply_overrides(cls(), d)
 
 
+def _hashed_fields(cfg: Any) -> dict[str, Any]:
+    """``cfg`` as a dict, without the ``HASH_IF_SET`` fields that hold their default."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get(HASH_IF_SET):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if value == default:
+                continue
+        out[f.name] = _hashed_fields(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
 def config_hash(cfg: Any) -> str:
-    """Short stable hash of a config (results tables record it)."""
+    """Short stable hash of a config (results tables and run folders are keyed by it). A field added later is
+    marked ``HASH_IF_SET``, so that every config that leaves it at its default keeps its earlier hash."""
     import hashlib
 
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    plain = json.loads(json.dumps(_hashed_fields(cfg)))  # tuples -> lists, as to_dict
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------------------------------------------

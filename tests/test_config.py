@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from audiomosaic import pretrain_cli
-from audiomosaic.config import (PRESET_ENV, TRAIN_PRESETS, PretrainConfig, apply_overrides, from_dict, parse_kv,
-                                resolve, to_dict)
+from audiomosaic.config import (PRESET_ENV, TRAIN_PRESETS, PretrainConfig, apply_overrides, config_hash, from_dict,
+                                parse_kv, resolve, to_dict)
 from audiomosaic.frontend import num_frames
 
 
@@ -125,3 +125,13 @@ def test_cli_help_lists_presets_and_points_to_the_keys() -> None:
     bad = subprocess.run([sys.executable, "-m", "audiomosaic", "pretrain", "--preset", "smoke", "mask.ratio_tim=0.5"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "mask.ratio_tim" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_config_hash_ignores_later_fields_left_at_their_default() -> None:
+    # committed result rows and cached encoders are keyed by this hash: data.onthefly (added later) must not move
+    # it while unset; the reproduction's tf_paper seed-0 encoder keeps the hash its rows were recorded under
+    from audiomosaic.repro import TF, Context, pretrain_config
+
+    cfg = pretrain_config(Context(), TF, 0)
+    assert config_hash(cfg) == "ce23d6e4378d"
+    assert config_hash(apply_overrides(cfg, {"data.onthefly": ("all",)})) != config_hash(cfg)
