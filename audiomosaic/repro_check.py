@@ -12,6 +12,7 @@ bit for bit. Elsewhere, float differences change the SGD trajectory, so only see
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -69,45 +70,66 @@ def compare(table: str, committed: pd.DataFrame, fresh: pd.DataFrame, k: float =
     return m[cols]
 
 
+def check_key() -> list[str]:
+    """The columns that identify a number in ``regeneration_check.csv``: the union over every table's keys (a
+    table's rows leave the others' columns empty), so rows of different tables never collapse into one."""
+    from .repro import TABLE_KEYS
+
+    extra = dict.fromkeys(c for k in TABLE_KEYS.values() for c in k)
+    return ["table", "suite", "condition", "seed", *extra]
+
+
+def record_check(out: Path, fresh: Path, k: float = 2.0, atol: float = 1e-3) -> pd.DataFrame:
+    """Compare every table regenerated in ``fresh`` with the committed one in ``out``; append the comparison to
+    ``<out>/regeneration_check.csv`` (replacing earlier checks of the same numbers) and return it."""
+    frames = []
+    for path in sorted(Path(fresh).glob("*.csv")):
+        old_path = Path(out) / path.name
+        committed = pd.read_csv(old_path) if old_path.is_file() else pd.DataFrame()
+        if "suite" in committed.columns:
+            committed = committed[committed["suite"].notna()]
+        frames.append(compare(path.stem, committed, pd.read_csv(path), k, atol))
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    key = check_key()
+    for col in key:
+        if col not in df.columns:
+            df[col] = np.nan
+    append_results(df.to_dict("records"), Path(out) / f"{CHECK_TABLE}.csv", key=tuple(key))
+    return df
+
+
 def run_check(ctx, suites: Sequence[str], conditions: Sequence[str], scratch: Path, k: float = 2.0,
               atol: float = 1e-3) -> pd.DataFrame:
     """Re-run ``suites`` (restricted to ``conditions`` and ``ctx.seeds``) under ``scratch`` and compare.
 
     ``ctx`` is the :class:`audiomosaic.repro.Context` of the committed tables (``ctx.out``); the re-run writes only
-    under ``scratch``. Appends the comparison to ``<ctx.out>/regeneration_check.csv`` and returns it.
+    under ``scratch/<time stamp>``. Appends the comparison to ``<ctx.out>/regeneration_check.csv`` and returns it.
     """
     from .repro import run_suite
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # parallel checks never share a scratch folder
     fresh_ctx = replace(ctx, out=scratch / stamp / "results", run_root=scratch / stamp / "runs")
     for suite in suites:
         run_suite(suite, fresh_ctx, conditions)
-    frames = []
-    for path in sorted(fresh_ctx.out.glob("*.csv")):
-        table = path.stem
-        old_path = ctx.out / path.name
-        committed = pd.read_csv(old_path) if old_path.is_file() else pd.DataFrame()
-        if "suite" in committed.columns:
-            committed = committed[committed["suite"].notna()]
-        frames.append(compare(table, committed, pd.read_csv(path), k, atol))
-    if not frames:
-        return pd.DataFrame()
-    out = pd.concat(frames, ignore_index=True)
-    key_cols = [c for c in out.columns if c not in ("committed", "regenerated", "abs_diff", "seed_sd", "n_seeds",
-                                                    "tolerance", "within_noise", "committed_git_sha", "git_sha",
-                                                    "machine", "wall_s")]
-    append_results(out.to_dict("records"), ctx.out / f"{CHECK_TABLE}.csv", key=tuple(key_cols))
-    return out
+    return record_check(ctx.out, fresh_ctx.out, k, atol)
 
 
 def summary(df: pd.DataFrame) -> str:
-    """One line per table: numbers checked, within noise, largest |difference| and its tolerance."""
+    """One line per table: numbers checked, how many are within noise, the largest |difference| and the number
+    furthest outside its tolerance (if any)."""
     if df.empty:
         return "regeneration check: nothing was regenerated"
     lines = []
     for table, g in df.groupby("table", sort=False):
-        worst = g.loc[(g["abs_diff"] - g["tolerance"]).idxmax()]
-        lines.append(f"{table}: {int(g['within_noise'].sum())}/{len(g)} within noise; largest |diff| "
-                     f"{worst['abs_diff']:.4g} (tolerance {worst['tolerance']:.4g}, {worst['condition']} seed "
-                     f"{int(worst['seed'])})")
+        big = g.loc[g["abs_diff"].idxmax()]
+        line = (f"{table}: {int(g['within_noise'].sum())}/{len(g)} within noise; largest |diff| "
+                f"{big['abs_diff']:.4g} ({big['condition']} seed {int(big['seed'])})")
+        out = g[~g["within_noise"]]
+        if not out.empty:
+            worst = out.loc[(out["abs_diff"] / out["tolerance"]).idxmax()]
+            line += (f"; furthest outside: |diff| {worst['abs_diff']:.4g} vs tolerance {worst['tolerance']:.4g} "
+                     f"({worst['condition']} seed {int(worst['seed'])})")
+        lines.append(line)
     return "\n".join(lines)
