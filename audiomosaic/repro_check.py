@@ -5,9 +5,9 @@ chosen (suite, condition, seed) cells from scratch: a fresh run root (so every e
 scratch copy of the result tables. It then compares every regenerated number with the committed one and writes the
 comparison to ``<out>/regeneration_check.csv`` (one row per number, replacing earlier checks of the same number).
 
-"Within noise" means |regenerated - committed| <= max(k x s, atol). Here s is the seed-to-seed standard deviation
-of the same cell in the committed table (same suite, condition and task), k = 2 by default, and atol is a floor for
-cells whose seeds agree exactly. On the machine and code that wrote a row, a seeded one-thread run repeats it
+"Within noise" means |regenerated - committed| <= max(k x s, atol). Here s is the standard deviation of the same
+cell's *other* seeds in the committed table (same suite, condition and task; the checked seed is left out so that a
+wrong number cannot widen its own tolerance), k = 2 by default, and atol = 0.001 is a floor. On the machine and code that wrote a row, a seeded one-thread run repeats it
 bit for bit. Elsewhere, float differences change the SGD trajectory, so only seed-sized agreement can be asked for.
 """
 from __future__ import annotations
