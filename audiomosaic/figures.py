@@ -265,9 +265,10 @@ def _mean_sd(df: pd.DataFrame, keys: list[str], value: str = "value") -> pd.Data
     return agg.assign(std=agg["std"].fillna(0.0))
 
 
-def _line(ax: Any, df: pd.DataFrame, x: str, label: str, color: Any) -> None:
+def _line(ax: Any, df: pd.DataFrame, x: str, label: str, color: Any, dodge: float = 0.0) -> None:
+    """Mean ± s.d. over seeds against ``x``; ``dodge`` shifts the points sideways so overlapping bars stay apart."""
     agg = _mean_sd(df, [x])
-    ax.errorbar(agg[x], agg["mean"], yerr=agg["std"] if (agg["count"] > 1).any() else None, marker="o", ms=3,
+    ax.errorbar(agg[x] + dodge, agg["mean"], yerr=agg["std"] if (agg["count"] > 1).any() else None, marker="o", ms=3,
                 capsize=2, lw=1.2, color=color, label=label)
 
 
@@ -304,10 +305,12 @@ def fig4a_masking(df: pd.DataFrame) -> Figure:
     """Downstream metric against mask ratio, one line per masking strategy, one panel per task."""
     fig, panels = _panels(df)
     for task, d, ax in panels:
-        for i, (strategy, g) in enumerate(d.groupby("strategy", sort=False)):
-            _line(ax, g, "mask_ratio", str(strategy), PALETTE[i % len(PALETTE)])
+        groups = list(d.groupby("strategy", sort=False))
+        for i, (strategy, g) in enumerate(groups):
+            dodge = 0.008 * (i - (len(groups) - 1) / 2)
+            _line(ax, g, "mask_ratio", str(strategy), PALETTE[i % len(PALETTE)], dodge)
         ax.set(xlabel="mask ratio", ylabel=_metric(d), title=task or "masking strategy x ratio")
-        ax.legend(loc="best")
+        ax.legend(loc="best", fontsize="small")
     return fig
 
 
