@@ -235,14 +235,21 @@ def save_state(r: Run, run_dir: Path) -> None:
     save_resume(state, run_dir, r.step, r.cfg.runtime.keep_ckpts)
 
 
+def config_changes(saved: Mapping[str, Any], cfg: FinetuneConfig) -> list[str]:
+    """The top-level sections in which ``cfg`` differs from a checkpoint's saved config; fields added to the
+    config classes since the checkpoint was written count as their defaults."""
+    old, now = to_dict(from_dict(type(cfg), saved)), to_dict(cfg)
+    return [k for k, v in now.items() if old.get(k) != v]
+
+
 def restore_state(r: Run, state: Mapping[str, Any]) -> None:
     """Continue from a :func:`save_state` checkpoint.
 
     Raises:
         ValueError: the checkpoint was written with another config.
     """
-    if state["config"] != to_dict(r.cfg):
-        diff = [k for k, v in to_dict(r.cfg).items() if state["config"].get(k) != v]
+    diff = config_changes(state["config"], r.cfg)
+    if diff:
         raise ValueError(f"{state['path']} was written with other settings (sections {diff}); use a new --run-dir")
     r.model.load_state_dict(state["model"])
     r.optimizer.load_state_dict(state["optimizer"])
