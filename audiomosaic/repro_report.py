@@ -294,7 +294,8 @@ def check_markdown(out: str | Path) -> str:
     t = pd.DataFrame(rows)
     head = ("### Regeneration check (`regeneration_check.csv`)\n\n`python -m audiomosaic repro --check` re-ran these "
             "cells from scratch (fresh run root: the encoder was pre-trained again) and compared each number with "
-            "the committed one; within noise = |difference| <= max(2 x seed-to-seed s.d. of the cell, 0.001).\n\n")
+            "the committed one; within noise = |difference| <= max(2 x s.d. of the cell's other seeds, 0.001). "
+            "`committed by` is the commit that wrote the committed row, `re-run by` the commit the check ran.\n\n")
     lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
     return head + "\n".join(lines) + "\n"
