@@ -170,9 +170,15 @@ def test_check_regenerates_numbers_and_flags_a_tampered_one(suite, tmp_path: Pat
     rep = pd.read_csv(out / "regeneration_check.csv")
     assert set(rep["table"]) == {"table_probe", "fig2_effective_rank"}
     assert len(rep) == 2 * 2 + 2 * 2 * 3  # probe: conditions x tasks; erank: + inference maskings
+    # a later check of another table keeps these rows (one key over all tables' columns)
+    proc = _repro(*_argv(corpus, out, runs), "--check", "--check-root", str(tmp_path / "check"), "--suite", "layers",
+                  "--seeds", "1")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rep = pd.read_csv(out / "regeneration_check.csv")
+    assert len(rep) == 2 * 2 + 2 * 2 * 3 + 2 * (encoder_config("vit_nano").depth + 3)
     assert (rep["abs_diff"] == 0).all()  # seeded one-thread runs repeat bit for bit on one machine
     # the scratch run pre-trained its own encoder (a fresh run root), the committed runs were not touched
-    assert len(list((tmp_path / "check").glob("*/runs/pretrain/*/encoder.safetensors"))) == 1
+    assert len(list((tmp_path / "check").glob("*/runs/pretrain/*/encoder.safetensors"))) == 2  # one per check
     # a committed number that the code no longer gives is reported, with a non-zero exit
     probe = pd.read_csv(out / "table_probe.csv")
     hit = (probe["condition"] == "tf_paper") & (probe["seed"] == 1) & (probe["task"] == "kws10")
