@@ -349,8 +349,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
                   "runtime.ckpt_every": 50, "runtime.progress": False},
     # The same suites on one GPU: ViT-B on 1024 x 128 of the scale-up corpus, a short schedule per condition.
     "repro_gpu": {**_PRETRAIN_VIT_B, "data.recipe": "large", "data.onthefly": ("all",), "data.num_workers": 12,
-                  "optim.epochs": 10,
-                  "runtime.log_every": 50, "runtime.progress": False},
+                  "optim.epochs": 10, "runtime.log_every": 50, "runtime.progress": False},
 }
 
 PRESET_ENV = "AUDIOMOSAIC_PRESET"  # the notebooks' switch (NOTEBOOKS.md §5C): AUDIOMOSAIC_PRESET=smoke pytest ...
@@ -522,6 +521,13 @@ def from_dict(cls: type, d: Mapping[str, Any]) -> Any:
     return apply_overrides(cls(), d)
 
 
+def config_changes(saved: Mapping[str, Any], cfg: Any) -> list[str]:
+    """The top-level sections in which ``cfg`` differs from a saved ``to_dict`` of its class (a checkpoint's
+    config); fields added to the config classes since it was saved count as their defaults."""
+    old, now = to_dict(from_dict(type(cfg), saved)), to_dict(cfg)
+    return [k for k, v in now.items() if old.get(k) != v]
+
+
 def _hashed_fields(cfg: Any) -> dict[str, Any]:
     """``cfg`` as a dict, without the ``HASH_IF_SET`` fields that hold their default."""
     out = {}
@@ -540,8 +546,7 @@ def config_hash(cfg: Any) -> str:
     marked ``HASH_IF_SET``, so that every config that leaves it at its default keeps its earlier hash."""
     import hashlib
 
-    plain = json.loads(json.dumps(_hashed_fields(cfg)))  # tuples -> lists, as to_dict
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(_hashed_fields(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .augment import two_view_fbank
 from .checkpoint import list_resume, load_resume, save_resume, save_weights
-from .config import DataConfig, PretrainConfig, to_dict
+from .config import DataConfig, PretrainConfig, config_changes, to_dict
 from .dist import DistInfo, all_reduce_mean, gather_with_grad, init_distributed, print0
 from .losses import contrastive_accuracy, nt_xent_logits
 from .masking import view_masks
@@ -215,7 +215,7 @@ def save_checkpoint(t: Trainer, epoch: int, run_dir: Path) -> None:
 
 def restore(t: Trainer, state: dict[str, Any]) -> None:
     """Load a :func:`save_checkpoint` state into ``t`` (RNG and window only with the same world size)."""
-    changed = [k for k, v in to_dict(t.cfg).items() if state["config"].get(k) != v]
+    changed = config_changes(state["config"], t.cfg)
     if changed:
         warnings.warn(f"config sections {changed} differ from the checkpoint's ({state['path']})", stacklevel=2)
     t.raw.load_state_dict(state["model"])

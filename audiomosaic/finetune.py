@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from .augment import roll_mag
 from .checkpoint import list_resume, load_any, load_authors_state_dict, load_resume, save_resume, save_weights
-from .config import EncoderConfig, FinetuneConfig, apply_overrides, from_dict, to_dict
+from .config import EncoderConfig, FinetuneConfig, apply_overrides, config_changes, from_dict, to_dict
 from .data import AudioDataset, Manifest, SkipCounter, collate
 from .frontend import fbank_batch
 from .masking import time_freq_mask
@@ -233,13 +233,6 @@ def save_state(r: Run, run_dir: Path) -> None:
              "step": r.step, "config": to_dict(r.cfg), "encoder": to_dict(r.model.cfg),
              "num_classes": r.model.head.out_features, "history": r.history, "meter": r.meter.state_dict()}
     save_resume(state, run_dir, r.step, r.cfg.runtime.keep_ckpts)
-
-
-def config_changes(saved: Mapping[str, Any], cfg: FinetuneConfig) -> list[str]:
-    """The top-level sections in which ``cfg`` differs from a checkpoint's saved config; fields added to the
-    config classes since the checkpoint was written count as their defaults."""
-    old, now = to_dict(from_dict(type(cfg), saved)), to_dict(cfg)
-    return [k for k, v in now.items() if old.get(k) != v]
 
 
 def restore_state(r: Run, state: Mapping[str, Any]) -> None:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from audiomosaic import pretrain_cli
-from audiomosaic.config import (PRESET_ENV, TRAIN_PRESETS, PretrainConfig, apply_overrides, config_hash, from_dict,
-                                parse_kv, resolve, to_dict)
+from audiomosaic.config import (FINETUNE_PRESETS, PRESET_ENV, TRAIN_PRESETS, FinetuneConfig, PretrainConfig,
+                                apply_overrides, config_changes, config_hash, from_dict, parse_kv, resolve, to_dict)
 from audiomosaic.frontend import num_frames
 
 
@@ -135,3 +135,14 @@ def test_config_hash_ignores_later_fields_left_at_their_default() -> None:
     cfg = pretrain_config(Context(), TF, 0)
     assert config_hash(cfg) == "ce23d6e4378d"
     assert config_hash(apply_overrides(cfg, {"data.onthefly": ("all",)})) != config_hash(cfg)
+
+
+@pytest.mark.parametrize("cls, presets", [(PretrainConfig, TRAIN_PRESETS), (FinetuneConfig, FINETUNE_PRESETS)])
+def test_checkpoint_configs_from_before_a_new_field_still_match(cls: type, presets: dict) -> None:
+    # the pre-training and fine-tuning resumes compare a checkpoint's saved config through config_changes
+    cfg = resolve("smoke", {}, env={}, presets=presets, cls=cls)
+    saved = to_dict(cfg)
+    del saved["data"]["onthefly"]  # a checkpoint written before data.onthefly existed
+    assert config_changes(saved, cfg) == []
+    saved["optim"]["lr"] = 1.0
+    assert config_changes(saved, cfg) == ["optim"]
