@@ -177,10 +177,11 @@ def encoder_or_random(ctx: Context, cond: Condition, seed: int) -> tuple[Pretrai
     return pre, str(weights), info
 
 
-def run_dir(ctx: Context, kind: str, cond: Condition, pre: PretrainConfig) -> Path:
-    """``<run-root>/<kind>/<condition>-<config hash>``: random init shares its config with tf, not its weights.
-    Callers add ``<task>-<eval config hash>``, so a changed probe or fine-tune recipe never resumes a stale run."""
-    return ctx.run_root / kind / f"{cond.name}-{config_hash(pre)}"
+def run_dir(ctx: Context, kind: str, cond: Condition, pre: PretrainConfig, eval_cfg: Any) -> Path:
+    """``<run-root>/<kind>/<condition>-<config hash>/<task>-<eval config hash>``: random init shares its config
+    with tf, not its weights; a changed probe or fine-tune recipe never resumes a stale run."""
+    return (ctx.run_root / kind / f"{cond.name}-{config_hash(pre)}" /
+            f"{eval_cfg.data.task}-{config_hash(eval_cfg)}")
 
 
 def base_row(ctx: Context, suite: str, cond: Condition, pre: PretrainConfig, info: Mapping[str, Any],
@@ -240,8 +241,7 @@ def probe_suite(ctx: Context, suite: str, conditions: Sequence[Condition], table
             for task in ctx.tasks:
                 cfg = probe_config(ctx, pre, task, seed, {"heads": ("linear",), "layers": (-1,), "all_layers": False})
                 t0 = time.perf_counter()
-                res = run_probe(cfg, weights, run_dir(ctx, "probe", cond, pre) / f"{task}-{config_hash(cfg)}",
-                                resume=True)
+                res = run_probe(cfg, weights, run_dir(ctx, "probe", cond, pre, cfg), resume=True)
                 r = res["results"][0]
                 rows.append({**columns(cond, pre), "task": r["task"], "metric": r["metric"], "value": r["value"],
                              **base_row(ctx, suite, cond, pre, info, cfg, time.perf_counter() - t0)})
@@ -305,8 +305,7 @@ def layers_suite(ctx: Context, cond: Condition = TF) -> None:
         for task in ctx.tasks:
             cfg = probe_config(ctx, pre, task, seed, {"all_layers": True, "heads": ("linear", "weighted", "attentive")})
             t0 = time.perf_counter()
-            res = run_probe(cfg, weights, run_dir(ctx, "layers", cond, pre) / f"{task}-{config_hash(cfg)}",
-                            resume=True)
+            res = run_probe(cfg, weights, run_dir(ctx, "layers", cond, pre, cfg), resume=True)
             df = probe_rows(res["results"], cond.name)
             row = base_row(ctx, "layers", cond, pre, info, cfg, time.perf_counter() - t0)
             rows += [{**r, **row} for r in df.to_dict("records")]
@@ -331,8 +330,7 @@ def finetune_suite(ctx: Context, conditions: Sequence[Condition] = EVAL_CONDITIO
                       "encoder": to_dict(pre.encoder), "frontend": to_dict(pre.frontend)}
                 cfg = resolve(ctx.finetune_preset, ov, env={}, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
                 t0 = time.perf_counter()
-                res = run_finetune(cfg, weights, run_dir(ctx, "finetune", cond, pre) / f"{task}-{config_hash(cfg)}",
-                                   resume=True)
+                res = run_finetune(cfg, weights, run_dir(ctx, "finetune", cond, pre, cfg), resume=True)
                 rows.append({"model": cond.name, "task": res["task"], "metric": res["metric"], "value": res["value"],
                              **base_row(ctx, "finetune", cond, pre, info, cfg, time.perf_counter() - t0)})
             save_rows(ctx, "table_finetune", rows)
