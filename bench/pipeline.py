@@ -31,7 +31,6 @@ from audiomosaic.frontend import fbank
 from audiomosaic.utils import keep_freed_memory
 
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
-MALLOC = "default"  # what record() reports; set by main()
 
 
 def cpu_name() -> str:
@@ -100,9 +99,10 @@ def time_per_clip(clips: int, samples: int, cfg_fe: FrontendConfig, cfg: Augment
 
 
 def record(path: str, device: str, threads: int, batch: int, seconds: tuple[float, float], samples: int,
-           cfg: AugmentConfig) -> dict:
-    """Print one JSON line. ``cpu_ms_per_batch`` / ``views_per_cpu_s`` use this process's CPU time: with one thread
-    on a shared machine they are the figures that other processes' load inflates least."""
+           cfg: AugmentConfig, malloc: str) -> dict:
+    """Print one JSON line (``malloc``: the allocator setting in effect). ``cpu_ms_per_batch`` /
+    ``views_per_cpu_s`` use this process's CPU time: with one thread on a shared machine they are the figures that
+    other processes' load inflates least."""
     views, (wall, cpu) = 2 * batch, seconds
     name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name()
     row = dict(path=path, device=device, device_name=name, threads=threads, batch=batch, views_per_batch=views,
@@ -110,7 +110,7 @@ def record(path: str, device: str, threads: int, batch: int, seconds: tuple[floa
                cpu_ms_per_batch=None if cpu != cpu else round(cpu * 1e3, 2),
                views_per_cpu_s=None if cpu != cpu else round(views / cpu, 1), clip_samples=samples,
                preset=cfg.preset, vocoder=f"{cfg.vocoder_n_fft}/{cfg.vocoder_hop}",
-               torch=torch.__version__, malloc=MALLOC,
+               torch=torch.__version__, malloc=malloc,
                date=datetime.date.today().isoformat())
     print(json.dumps(row), flush=True)
     return row
@@ -131,14 +131,13 @@ def main(argv: list[str] | None = None) -> None:
                          "does on CPU); tunables: re-exec under GLIBC_TUNABLES (the same, set at start)")
     ap.add_argument("--tune-malloc", action="store_true", help="= --malloc tunables (kept for old commands)")
     args = ap.parse_args(argv)
-    global MALLOC
     if args.tune_malloc:
         args.malloc = "tunables"
     if args.malloc == "tunables" and os.environ.get("GLIBC_TUNABLES") != MALLOC_TUNABLES:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES})
     if args.malloc == "keep" and not keep_freed_memory():
         raise SystemExit("--malloc keep needs glibc")
-    MALLOC = {"default": "default", "keep": "keep_freed_memory",
+    malloc = {"default": "default", "keep": "keep_freed_memory",
               "tunables": os.environ.get("GLIBC_TUNABLES", "")}[args.malloc]
     cfg_fe = FrontendConfig(target_frames=98 if args.quick else 1024)
     samples = 16000 if args.quick else 160000
@@ -151,16 +150,16 @@ def main(argv: list[str] | None = None) -> None:
         for cfg in cfgs:
             for b in (int(b) for b in args.gpu_batches.split(",")):
                 secs = time_batched(b, "cuda", max(args.iters, 5), 2, samples, cfg_fe, cfg)
-                record("batched", "cuda", all_threads, b, secs, samples, cfg)
+                record("batched", "cuda", all_threads, b, secs, samples, cfg, malloc)
     for cfg in cfgs:
         for threads in thread_counts:
             torch.set_num_threads(threads)
             for b in cpu_batches:
                 record("batched", "cpu", threads, b, time_batched(b, "cpu", args.iters, 1, samples, cfg_fe, cfg),
-                       samples, cfg)
+                       samples, cfg, malloc)
         torch.set_num_threads(1)
         clips = 2 if args.quick else 4
-        record("per_clip", "cpu", 1, clips, time_per_clip(clips, samples, cfg_fe, cfg), samples, cfg)
+        record("per_clip", "cpu", 1, clips, time_per_clip(clips, samples, cfg_fe, cfg), samples, cfg, malloc)
         torch.set_num_threads(all_threads)
 
 
