@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .repro import TABLE_KEYS, run_suite
+from .repro_report import repro_rows
 from .results import append_results
 
 CHECK_TABLE = "regeneration_check"
@@ -29,8 +31,6 @@ VALUE_COLUMN = {"fig2_effective_rank": "effective_rank"}  # every other table ho
 
 def keys(table: str) -> list[str]:
     """The columns that identify one number of ``table`` (see :data:`audiomosaic.repro.TABLE_KEYS`)."""
-    from .repro import TABLE_KEYS
-
     return ["suite", "condition", "seed", *TABLE_KEYS[table]]
 
 
@@ -73,8 +73,6 @@ def compare(table: str, committed: pd.DataFrame, fresh: pd.DataFrame, k: float =
 def check_key() -> list[str]:
     """The columns that identify a number in ``regeneration_check.csv``: the union over every table's keys (a
     table's rows leave the others' columns empty), so rows of different tables never collapse into one."""
-    from .repro import TABLE_KEYS
-
     extra = dict.fromkeys(c for k in TABLE_KEYS.values() for c in k)
     return ["table", "suite", "condition", "seed", *extra]
 
@@ -84,11 +82,7 @@ def record_check(out: Path, fresh: Path, k: float = 2.0, atol: float = 1e-3) -> 
     ``<out>/regeneration_check.csv`` (replacing earlier checks of the same numbers) and return it."""
     frames = []
     for path in sorted(Path(fresh).glob("*.csv")):
-        old_path = Path(out) / path.name
-        committed = pd.read_csv(old_path) if old_path.is_file() else pd.DataFrame()
-        if "suite" in committed.columns:
-            committed = committed[committed["suite"].notna()]
-        frames.append(compare(path.stem, committed, pd.read_csv(path), k, atol))
+        frames.append(compare(path.stem, repro_rows(out, path.stem), pd.read_csv(path), k, atol))
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
@@ -107,8 +101,6 @@ def run_check(ctx, suites: Sequence[str], conditions: Sequence[str], scratch: Pa
     ``ctx`` is the :class:`audiomosaic.repro.Context` of the committed tables (``ctx.out``); the re-run writes only
     under ``scratch/<time stamp>``. Appends the comparison to ``<ctx.out>/regeneration_check.csv`` and returns it.
     """
-    from .repro import run_suite
-
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # parallel checks never share a scratch folder
     fresh_ctx = replace(ctx, out=scratch / stamp / "results", run_root=scratch / stamp / "runs")
     for suite in suites:
