@@ -21,7 +21,7 @@ from typing import Any, Mapping
 # Sub-configs
 # --------------------------------------------------------------------------------------------------------------
 
-# Per-dataset normalisation constants (SPEC §2): (fbank - mean) / (2 * std).
+# Per-dataset normalisation constants (docs/method.md §2): (fbank - mean) / (2 * std).
 NORM_STATS: dict[str, tuple[float, float]] = {
     "audioset": (-4.2677393, 4.5689974),  # also pre-training and EnvSDD
     "esc50": (-6.6268077, 5.358466),
@@ -36,7 +36,7 @@ HASH_IF_SET = "hash_if_set"
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    """Waveform -> normalised Kaldi log-mel fbank (SPEC §2)."""
+    """Waveform -> normalised Kaldi log-mel fbank (docs/method.md §2)."""
 
     sample_rate: int = 16000  # every waveform is resampled to this before the fbank
     num_mel_bins: int = 128
@@ -44,12 +44,12 @@ class FrontendConfig:
     frame_shift_ms: float = 10.0
     frame_length_ms: float = 25.0
     norm_mean: float = NORM_STATS["audioset"][0]
-    norm_std: float = NORM_STATS["audioset"][1]  # the code divides by 2*std (SPEC Decision 3)
+    norm_std: float = NORM_STATS["audioset"][1]  # the code divides by 2*std (docs/method.md Decision 3)
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """ViT encoder + projector (SPEC §4). Field names follow the authors' ``encoder_config``."""
+    """ViT encoder + projector (docs/method.md §4). Field names follow the authors' ``encoder_config``."""
 
     spec_size: tuple[int, int] = (1024, 128)  # (T frames, F mel bins); time is the "height" axis
     patch_size: int = 16
@@ -73,7 +73,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class MaskConfig:
-    """Which tokens each of the two views keeps (SPEC §5)."""
+    """Which tokens each of the two views keeps (docs/method.md §5)."""
 
     mode: str = "tf"  # tf (view A time, view B freq), tt, ff, unstructured, none
     layout: str = "paper"  # paper: whole columns/rows of the true grid; reference: the authors' code exactly
@@ -84,7 +84,7 @@ class MaskConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The two-view waveform augmentation chain (SPEC §3, paper Table 8), batched in torch."""
+    """The two-view waveform augmentation chain (docs/method.md §3, paper Table 8), batched in torch."""
 
     preset: str = "full"  # none, aug2, aug4, aug6, full (cumulative presets of the authors' code)
     roll_mag: bool = True  # circular roll over the whole length, then gain Beta(10,10)+0.5
@@ -129,7 +129,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW + per-step warmup/cosine schedule (SPEC §7)."""
+    """AdamW + per-step warmup/cosine schedule (docs/method.md §7)."""
 
     lr: float = 6e-4  # absolute lr (pre-training is not batch-scaled); see ``blr`` for fine-tuning
     blr: float = 0.0  # if > 0: lr = blr * global_batch / 256 (fine-tuning/probing convention)
@@ -170,13 +170,13 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    tau: float = 0.1  # NT-Xent temperature, fixed (SPEC §6)
+    tau: float = 0.1  # NT-Xent temperature, fixed (docs/method.md §6)
     max_steps: int = 0  # > 0 caps the run (smoke runs, benchmarks)
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Probes of a frozen encoder (SPEC §9). Defaults: the authors' AS-20K linear probe (``linear_prob_as20k``).
+    """Probes of a frozen encoder (docs/method.md §9). Defaults: the authors' AS-20K linear probe (``linear_prob_as20k``).
 
     The encoder runs once over the data (eval mode: no drop path, no masking); every requested head then trains on
     the cached pooled features. So, unlike the authors' probes, the training clips get no mixup/SpecAugment/roll.
@@ -194,14 +194,14 @@ class ProbeConfig:
     all_layers: bool = False  # add a linear head on every block output 0..depth-1 (layer-wise probe, Fig. 3)
     loss: str = "auto"  # auto: bce for multi-label tasks, ce for single-label; or bce, ce
     eval_every: int = 1  # epochs between test evaluations; the last epoch is always evaluated
-    report_best: bool = False  # also report the best-on-test epoch, labelled so (SPEC Decision 5)
+    report_best: bool = False  # also report the best-on-test epoch, labelled so (docs/method.md Decision 5)
     eer: bool = False  # also report the equal error rate (binary tasks, class 1 positive)
     extract_batch: int = 64  # clips per frozen-encoder forward (no gradients: the size does not change results)
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """End-to-end fine-tuning (SPEC §8). Defaults: the authors' AS-20K recipe (``finetune_as20k``).
+    """End-to-end fine-tuning (docs/method.md §8). Defaults: the authors' AS-20K recipe (``finetune_as20k``).
 
     With a checkpoint the architecture comes from the checkpoint and only ``encoder.drop_path_rate`` is read here;
     the input length is always (frontend.target_frames, frontend.num_mel_bins), the position table is resized to it.
@@ -227,7 +227,7 @@ class FinetuneConfig:
     eer: bool = False  # also report the equal error rate (binary tasks, class 1 positive)
     folds: tuple[int, ...] = ()  # ESC-50 style: train on the other folds, test on each listed fold, average
     eval_every: int = 1  # epochs between test evaluations; the last epoch is always evaluated
-    report_best: bool = False  # also report the best-on-test epoch, labelled so (SPEC Decision 5)
+    report_best: bool = False  # also report the best-on-test epoch, labelled so (docs/method.md Decision 5)
     max_steps: int = 0  # > 0 caps the run (smoke runs)
 
 
@@ -246,10 +246,10 @@ for _short in ("nano", "mini", "tiny", "small", "base"):
     ENCODER_PRESETS[_short] = ENCODER_PRESETS[f"vit_{_short}"]
 
 # --------------------------------------------------------------------------------------------------------------
-# Probe and fine-tune presets: dotted overrides on ProbeConfig() / FinetuneConfig() (SPEC §8, §9)
+# Probe and fine-tune presets: dotted overrides on ProbeConfig() / FinetuneConfig() (docs/method.md §8, §9)
 # --------------------------------------------------------------------------------------------------------------
 
-# The offline corpora hold 1-s clips: 128 frames (the Speech Commands input length, SPEC §2).
+# The offline corpora hold 1-s clips: 128 frames (the Speech Commands input length, docs/method.md §2).
 _CORPUS_1S = {"data.clip_seconds": 1.0, "frontend.target_frames": 128}
 _SMOKE = {**_CORPUS_1S, "data.recipe": "tiny", "data.task": "kws10", "data.num_workers": 0,
           "runtime.progress": False, "runtime.log_every": 1}
@@ -308,10 +308,10 @@ def _encoder_keys(name: str, **overrides: Any) -> dict[str, Any]:
     return {f"encoder.{k}": v for k, v in {**ENCODER_PRESETS[name], **overrides}.items()}
 
 
-# The offline corpora hold 1-2 s clips: pre-train on 1-s crops -> 98 frames padded to 128 (SPEC §2, as for
+# The offline corpora hold 1-2 s clips: pre-train on 1-s crops -> 98 frames padded to 128 (docs/method.md §2, as for
 # Speech Commands), i.e. an 8 x 8 patch grid; tf masking then keeps 3 of 8 columns and 4 of 8 rows.
 _PRETRAIN_1S = {"data.clip_seconds": 1.0, "frontend.target_frames": 128}
-# The paper's model and input (SPEC §4, §7): ViT-B on 1024 x 128, 512 clips per GPU, bf16, compiled, the first
+# The paper's model and input (docs/method.md §4, §7): ViT-B on 1024 x 128, 512 clips per GPU, bf16, compiled, the first
 # 70% of blocks checkpointed.
 _PRETRAIN_VIT_B = {**_encoder_keys("vit_base", spec_size=(1024, 128), grad_ckpt_fraction=0.7),
                    "frontend.target_frames": 1024, "data.clip_seconds": 10.0, "data.batch_size": 512,
@@ -336,11 +336,11 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # One GPU machine: the paper's model and input on the scale-up corpus, a short schedule.
     "gpu": {**_PRETRAIN_VIT_B, "data.recipe": "large", "data.num_workers": 12, "optim.epochs": 20,
             "runtime.log_every": 50},
-    # The authors' full recipe (SPEC §7): 400 epochs, lr 6e-4 (not batch-scaled), cosine to 1e-6, 1 warmup epoch,
+    # The authors' full recipe (docs/method.md §7): 400 epochs, lr 6e-4 (not batch-scaled), cosine to 1e-6, 1 warmup epoch,
     # wd 0.05, drop path 0.1, seed 42 (the PretrainConfig defaults), 512 clips per GPU. Point data.manifest at an
     # AudioSet-2M manifest in the authors' JSON layout.
     "paper": {**_PRETRAIN_VIT_B, "data.num_workers": 12, "runtime.log_every": 50},
-    # Reproduction suites (audiomosaic.repro) on a shared 2-core CPU: two epochs of the default corpus' pool
+    # Reproduction suites (audiomosaic.repro.suites) on a shared 2-core CPU: two epochs of the default corpus' pool
     # (6.9k clips, 2 x 108 steps of 64) on a nano ViT, ~3 min per run, so 12 pre-trainings + probes fit an hour.
     "repro_cpu": {**_PRETRAIN_1S, **_encoder_keys("vit_nano", spec_size=(128, 128), projector_hidden=256,
                                                   projector_out=64),
@@ -352,7 +352,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
                   "optim.epochs": 10, "runtime.log_every": 50, "runtime.progress": False},
 }
 
-PRESET_ENV = "AUDIOMOSAIC_PRESET"  # the notebooks' switch (NOTEBOOKS.md §5C): AUDIOMOSAIC_PRESET=smoke pytest ...
+PRESET_ENV = "AUDIOMOSAIC_PRESET"  # the notebooks' switch (docs/notebooks.md §5C): AUDIOMOSAIC_PRESET=smoke pytest ...
 
 
 def resolve(preset: str = "cpu", overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] = os.environ,

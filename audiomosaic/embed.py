@@ -3,7 +3,7 @@
 Audio is cut into windows of the trained input length (``frontend.target_frames`` frames of 10 ms, e.g. 10.24 s
 for 1024 frames), with a hop of one window unless asked otherwise; the last window is zero-padded (in the log-mel
 domain, exactly as training pads short clips). Each window gives the pooled, ``fc_norm``-ed representation
-(SPEC §4), or the token mean of one block's output with ``layer``; a clip's embedding is the mean over its windows.
+(docs/method.md §4), or the token mean of one block's output with ``layer``; a clip's embedding is the mean over its windows.
 The HEAR-style functions (``load_model``, ``get_scene_embeddings``, ``get_timestamp_embeddings``) wrap the same.
 
 CLI: ``python -m audiomosaic embed FILES... --checkpoint PATH --out emb.npy`` writes an (n_files, D) array and
@@ -11,21 +11,19 @@ CLI: ``python -m audiomosaic embed FILES... --checkpoint PATH --out emb.npy`` wr
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .checkpoint import load_any
-from .config import FrontendConfig, from_dict
-from .frontend import fbank_batch, num_frames, resample, to_mono
-from .model import AudioMosaic
+from audiomosaic.config import FrontendConfig, from_dict
+from audiomosaic.frontend import fbank_batch, num_frames, resample, to_mono
+from audiomosaic.model import AudioMosaic
+from audiomosaic.train.checkpoint import load_any
 
 Audio = torch.Tensor | np.ndarray
 
@@ -166,7 +164,7 @@ def load(path: str | Path, device: str = "auto", frontend: FrontendConfig | None
     """Load an encoder for embedding: our safetensors export, a resume checkpoint, or the authors' ``.pt``.
 
     Args:
-        path: checkpoint file (see :func:`audiomosaic.checkpoint.load_any`).
+        path: checkpoint file (see :func:`audiomosaic.train.checkpoint.load_any`).
         device: ``auto`` picks CUDA when available.
         frontend: override the stored front end (normalisation constants, window length in frames).
         hop_seconds: default hop between windows (None = one window).
@@ -190,48 +188,3 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: Embedder) -> tuple[torc
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m audiomosaic embed",
-                                description="Embed audio files (any length, rate, channel count) with a checkpoint.")
-    p.add_argument("files", nargs="+", help="audio files readable by libsndfile (wav, flac, ogg, aiff)")
-    p.add_argument("--checkpoint", required=True, help="safetensors export, resume checkpoint or authors' .pt")
-    p.add_argument("--out", required=True, help="output .npy: (n_files, D) float32; names go to the .json beside it")
-    p.add_argument("--layer", type=int, default=None, help="token mean of this block (default: the representation)")
-    p.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: one window)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
-    return p
-
-
-def _read(path: str, sample_rate: int) -> np.ndarray:
-    from .data.audio import read_audio
-
-    try:
-        return read_audio(path, sample_rate)
-    except (RuntimeError, ValueError, OSError) as e:  # libsndfile errors are RuntimeErrors
-        raise ValueError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        embedder = load(args.checkpoint, device=args.device, hop_seconds=args.hop, batch_size=args.batch_size)
-        rows = []
-        for f in args.files:
-            wav = _read(f, embedder.sample_rate)
-            try:
-                rows.append(embedder.embed(wav, embedder.sample_rate, layer=args.layer)["embedding"].numpy())
-            except ValueError as e:
-                raise ValueError(f"{f}: {e}") from None
-    except ValueError as e:
-        print(f"audiomosaic embed: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out).with_suffix(".npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, np.stack(rows).astype(np.float32))
-    meta = {"files": list(args.files), "checkpoint": str(args.checkpoint), "layer": args.layer, "hop": args.hop,
-            "dim": int(rows[0].shape[0]), "window_seconds": embedder.window_seconds}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-    print(f"wrote {out} ({len(rows)} x {rows[0].shape[0]})")
-    return 0

@@ -1,4 +1,4 @@
-"""Audio front end (SPEC §2): waveform -> 16 kHz mono -> Kaldi log-mel fbank -> pad/cut -> (x - mean) / (2 std).
+"""Audio front end (docs/method.md §2): waveform -> 16 kHz mono -> Kaldi log-mel fbank -> pad/cut -> (x - mean) / (2 std).
 
 Two implementations of the same function:
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from .config import FrontendConfig
+from audiomosaic.config import FrontendConfig
 
 
 def to_mono(wav: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -50,7 +50,7 @@ def pad_or_cut(feat: torch.Tensor, target_frames: int) -> torch.Tensor:
 
 
 def normalise(feat: torch.Tensor, cfg: FrontendConfig) -> torch.Tensor:
-    return (feat - cfg.norm_mean) / (2.0 * cfg.norm_std)  # SPEC Decision 3: 2*std, as the training code
+    return (feat - cfg.norm_mean) / (2.0 * cfg.norm_std)  # docs/method.md Decision 3: 2*std, as the training code
 
 
 def fbank(wav: torch.Tensor | np.ndarray, sample_rate: int, cfg: FrontendConfig = FrontendConfig()) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Probe heads (SPEC §9): linear on one layer, SUPERB weighted sum, attentive pooling — one implementation.
+"""Probe heads (docs/method.md §9): linear on one layer, SUPERB weighted sum, attentive pooling — one implementation.
 
 Heads read *pooled per-entry features* so that a frozen encoder is run once over the data and every head trains
 from the cached features:
@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import LN_EPS, AudioMosaic
+from audiomosaic.model import LN_EPS, AudioMosaic
 
 KINDS = ("linear", "weighted", "attentive")
 

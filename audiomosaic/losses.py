@@ -1,4 +1,4 @@
-"""NT-Xent (SimCLR) over two views (SPEC §6). Pure functions of embeddings; the cross-rank gather is passed in.
+"""NT-Xent (SimCLR) over two views (docs/method.md §6). Pure functions of embeddings; the cross-rank gather is passed in.
 
 For local embeddings z_a, z_b (n, d) and their gathered copies over all ranks (m = n * world, d), the row of
 anchor a_i holds sim(a_i, every gathered b) and sim(a_i, every gathered a except itself), divided by ``tau``; its

@@ -1,4 +1,4 @@
-"""Token masks for the two views (SPEC §5). Pure functions: tensors and explicit grids in, index tensors out.
+"""Token masks for the two views (docs/method.md §5). Pure functions: tensors and explicit grids in, index tensors out.
 
 Tokens are time-major: token k = t * n_freq + f (CLS excluded). Every function returns
 
@@ -9,12 +9,12 @@ Tokens are time-major: token k = t * n_freq + f (CLS excluded). Every function r
 with N = n_time * n_freq. Masks are drawn independently for each example from uniform noise + argsort (the
 authors' and MAE's idiom), on ``generator`` when one is given.
 
-Two layouts (SPEC Decision 1):
+Two layouts (docs/method.md Decision 1):
 
 - ``paper``: the geometry the paper describes, on the true (n_time, n_freq) grid. Time masking drops whole time
   columns (all frequencies of a time step), frequency masking drops whole frequency rows.
   At 1024x128 (grid 64x8) with ratios 0.6/0.4: 25 columns -> 200 tokens, 4 rows -> 256 tokens.
-- ``reference``: what the released code does (SPEC §5.3). It views the time-major sequence as an
+- ``reference``: what the released code does (docs/method.md §5.3). It views the time-major sequence as an
   (A, B) = (n_freq, n_time) array, i.e. A = n_freq "blocks" of B = n_time consecutive tokens. The "time" branch
   keeps floor(A (1 - r)) whole blocks; the "freq" branch keeps floor(B (1 - r)) of the B positions within a block
   and repeats that choice in every block. At 1024x128: 3 of 8 blocks -> 192 tokens, 38 of 64 -> 304 tokens.
@@ -106,7 +106,7 @@ def freq_mask(batch: int, grid: Grid, ratio: float, generator: torch.Generator |
     """Drop a fraction ``ratio`` of frequency units; each kept unit keeps all of its time steps.
 
     ``paper`` drops whole frequency rows of the true grid; ``reference`` keeps a subset of the positions within
-    each block of n_time consecutive tokens and repeats it in every block (SPEC §5.3). Same returns as
+    each block of n_time consecutive tokens and repeats it in every block (docs/method.md §5.3). Same returns as
     :func:`time_mask`.
     """
     _check_ratio(ratio, "ratio_freq"), _check_grid(grid), _check_layout(layout)
@@ -126,7 +126,7 @@ def freq_mask(batch: int, grid: Grid, ratio: float, generator: torch.Generator |
 
 def time_freq_mask(batch: int, grid: Grid, ratio_time: float, ratio_freq: float,
                    generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Masks:
-    """Fine-tuning token mask (SPEC §8, AudioMAE's ``random_masking_2d``) on the true grid.
+    """Fine-tuning token mask (docs/method.md §8, AudioMAE's ``random_masking_2d``) on the true grid.
 
     Independently drop a fraction ``ratio_time`` of time columns and ``ratio_freq`` of frequency rows; a token is
     kept only if both its column and its row are kept. At grid 64x8 with 0.2/0.2: 51 x 6 = 306 tokens.
@@ -142,7 +142,7 @@ def time_freq_mask(batch: int, grid: Grid, ratio_time: float, ratio_freq: float,
 
 def unstructured_mask(batch: int, grid: Grid, ratio: float, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> Masks:
-    """Keep floor(N (1 - ratio)) uniformly random tokens per example (SPEC §5.4)."""
+    """Keep floor(N (1 - ratio)) uniformly random tokens per example (docs/method.md §5.4)."""
     _check_ratio(ratio), _check_grid(grid)
     n = grid[0] * grid[1]
     return masks_from_keep(_keep_units(batch, n, ratio, generator, device), n)
@@ -176,7 +176,7 @@ def view_masks(mode: str, batch: int, grid: Grid, *, ratio_time: float = 0.6, ra
 def single_mask(kind: str, batch: int, grid: Grid, *, ratio_time: float = 0.6, ratio_freq: float = 0.4,
                 ratio: float = 0.75, layout: str = "paper", generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu") -> Masks:
-    """One mask of ``kind`` in {time, freq, unstructured, none} (inference-time masking, SPEC §10)."""
+    """One mask of ``kind`` in {time, freq, unstructured, none} (inference-time masking, docs/method.md §10)."""
     kw = dict(generator=generator, device=device)
     if kind == "time":
         return time_mask(batch, grid, ratio_time, layout=layout, **kw)

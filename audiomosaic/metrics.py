@@ -1,4 +1,5 @@
-"""Evaluation metrics: mAP, accuracy, EER, contrastive top-1 and effective rank (SPEC §8, §10, Decision 4).
+"""Evaluation metrics: mAP, accuracy, EER (interpolated and the authors' ROC-point mode), AUC, contrastive top-1
+and effective rank (docs/method.md §8, §10, Decision 4).
 
 Pure functions of arrays or tensors (moved to CPU numpy in float64); no model, config or device logic. Scores are
 (N, C) logits or probabilities (any monotone transform of a column gives the same AP/EER), targets are (N, C)
@@ -11,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from .losses import contrastive_accuracy, nt_xent_logits
+from audiomosaic.losses import contrastive_accuracy, nt_xent_logits
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -56,7 +57,7 @@ def average_precision(scores: ArrayLike, targets: ArrayLike) -> np.ndarray:
 
 
 def mean_average_precision(scores: ArrayLike, targets: ArrayLike) -> tuple[float, int]:
-    """mAP over the classes with at least one positive (AudioSet convention, SPEC §8).
+    """mAP over the classes with at least one positive (AudioSet convention, docs/method.md §8).
 
     Returns:
         (mAP, number of classes excluded because they have no positive in ``targets``).
@@ -112,8 +113,84 @@ def equal_error_rate(scores: ArrayLike, labels: ArrayLike) -> float:
     return float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1]))
 
 
+def eer_roc(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+    """EER as the authors compute it (their ``engine_finetune.evaluate``): sklearn's ``roc_curve`` with class 1
+    positive, EER = fpr[argmin |fnr - fpr|] over the curve's points, no interpolation.
+
+    Differs from :func:`equal_error_rate` (the interpolated crossing) by at most the ROC step there.
+
+    Args:
+        scores: (N,) score of class 1, or (N, 2) (column 1 is used: pass softmax probabilities, as the authors).
+        labels: (N,) 0/1, or (N, 2) one-hot.
+    Returns:
+        (EER, the threshold at that point).
+    """
+    from sklearn.metrics import roc_curve  # imported here: sklearn costs ~1-2 s, which every CLI start would pay
+
+    s, y = _binary(scores, labels)
+    fpr, tpr, thresholds = roc_curve(y, s, pos_label=1)
+    i = int(np.nanargmin(np.abs((1.0 - tpr) - fpr)))
+    return float(fpr[i]), float(thresholds[i])
+
+
+def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Area under the ROC curve (class 1 positive), sklearn's ``roc_curve`` + trapezoidal ``auc`` as the authors."""
+    from sklearn.metrics import auc, roc_curve
+
+    s, y = _binary(scores, labels)
+    fpr, tpr, _ = roc_curve(y, s, pos_label=1)
+    return float(auc(fpr, tpr))
+
+
+def _binary(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) class-1 scores and (N,) 0/1 labels from 1-D or two-column inputs; both classes required."""
+    s, y = _np(scores), _np(labels)
+    s = s[:, 1] if s.ndim == 2 else s
+    y = ((y[:, 1] if y.ndim == 2 else y) > 0.5).astype(np.int64)
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} must have the same length")
+    if y.min() == y.max():
+        raise ValueError(f"EER/AUC need both classes; got only class {int(y[0]) if y.size else '(empty)'}")
+    return s, y
+
+
+def spoof_metrics(scores: ArrayLike, labels: ArrayLike) -> dict[str, float]:
+    """``eer`` (authors' mode), ``eer_interp`` (interpolated), ``auc`` and counts for one binary test set."""
+    s, y = _binary(scores, labels)
+    return {"eer": eer_roc(s, y)[0], "eer_interp": equal_error_rate(s, y), "auc": roc_auc(s, y),
+            "n": int(y.size), "n_pos": int(y.sum()), "n_neg": int(y.size - y.sum())}
+
+
+def evaluate_sets(sets: dict[str, tuple], bonafide: int = 1) -> list[dict]:
+    """Per-set and per-generator EER/AUC rows for several test sets (EnvSDD test01-04 style).
+
+    Args:
+        sets: ``{name: (scores (N,) of class 1, labels (N,) 0/1, generators (N,) or None)}``; ``generators``
+            names the generator of each fake; the value on bona fide items is ignored.
+        bonafide: the label of bona fide items (the kit's spoof manifests: 1, the AASIST convention).
+    Returns:
+        One dict per set (``generator`` = "all") followed, when generators are given, by one per generator: that
+        generator's fakes against every bona fide item of the set. Keys: ``set``, ``generator`` and those of
+        :func:`spoof_metrics` (EER/AUC always with class 1 positive, as the authors).
+    """
+    rows = []
+    for name, entry in sets.items():
+        scores, labels, gens = (tuple(entry) + (None,))[:3]
+        s, y = _binary(scores, labels)
+        rows.append({"set": name, "generator": "all", **spoof_metrics(s, y)})
+        if gens is None:
+            continue
+        g, real = np.array([str(x) for x in gens], dtype=object), y == bonafide
+        if g.shape != y.shape:
+            raise ValueError(f"set {name!r}: {g.shape[0]} generator ids for {y.shape[0]} items")
+        for gen in sorted(set(g[~real])):
+            keep = real | (g == gen)
+            rows.append({"set": name, "generator": gen, **spoof_metrics(s[keep], y[keep])})
+    return rows
+
+
 def contrastive_top1(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.1) -> float:
-    """Fraction of the 2n anchors whose most similar candidate (of 2n - 1) is their other view (SPEC §6)."""
+    """Fraction of the 2n anchors whose most similar candidate (of 2n - 1) is their other view (docs/method.md §6)."""
     logits, target = nt_xent_logits(z_a, z_b, tau)
     return float(contrastive_accuracy(logits, target))
 
@@ -121,7 +198,7 @@ def contrastive_top1(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.1) -> 
 def effective_rank(features: ArrayLike) -> float:
     """exp(H(p)) with p_i = sigma_i / sum_j sigma_j, sigma the singular values of the centred (N, D) features.
 
-    SPEC Decision 4 (Roy & Vetterli 2007). k orthogonal equal-variance directions give exactly k.
+    docs/method.md Decision 4 (Roy & Vetterli 2007). k orthogonal equal-variance directions give exactly k.
     """
     x = _np(features)
     if x.ndim != 2 or x.shape[0] < 2:

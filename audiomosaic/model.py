@@ -1,4 +1,4 @@
-"""The AudioMosaic encoder (SPEC §4): a ViT over 16x16 patches of a (B, 1, T, F) log-mel spectrogram.
+"""The AudioMosaic encoder (docs/method.md §4): a ViT over 16x16 patches of a (B, 1, T, F) log-mel spectrogram.
 
 State-dict keys follow timm's VisionTransformer naming used by the authors (``cls_token``, ``pos_embed``,
 ``patch_embed.proj``, ``patch_embed.norm``, ``norm_pre``, ``blocks.i.*``, ``fc_norm``, ``projector.*``, ``head``),
@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from .config import EncoderConfig, encoder_config
-from .masking import gather_tokens
-from .pos_embed import resize_pos_embed, sincos_2d
+from audiomosaic.config import EncoderConfig, encoder_config
+from audiomosaic.masking import gather_tokens
+from audiomosaic.pos_embed import resize_pos_embed, sincos_2d
 
 LN_EPS = 1e-6  # every encoder LayerNorm (timm partial(nn.LayerNorm, eps=1e-6))
 
@@ -133,7 +133,7 @@ def _save_matmul_context():
 
 
 def build_projector(dim: int, hidden: int, out: int) -> nn.Sequential:
-    """Linear -> BN -> ReLU -> Linear -> BN(bias frozen at 0), keys projector.{0,1,3,4} (SPEC §4)."""
+    """Linear -> BN -> ReLU -> Linear -> BN(bias frozen at 0), keys projector.{0,1,3,4} (docs/method.md §4)."""
     proj = nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                          nn.Linear(hidden, out, bias=False), nn.BatchNorm1d(out))
     proj[4].bias.requires_grad_(False)  # SimCLR-v2 style: the final BN has a learnable scale only
@@ -238,7 +238,7 @@ class AudioMosaic(nn.Module):
 
     @staticmethod
     def pool(tokens: torch.Tensor) -> torch.Tensor:
-        """Mean over every token, CLS included (SPEC §4, ``pooling: avg``). (B, N, D) -> (B, D)."""
+        """Mean over every token, CLS included (docs/method.md §4, ``pooling: avg``). (B, N, D) -> (B, D)."""
         return tokens.mean(dim=1)
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -268,7 +268,7 @@ def create_model(name: str | EncoderConfig = "vit_base", num_classes: int = 0, p
     """
     cfg = name if isinstance(name, EncoderConfig) else encoder_config(name)
     if overrides:
-        from .config import apply_overrides
+        from audiomosaic.config import apply_overrides
 
         cfg = apply_overrides(cfg, overrides)
     return AudioMosaic(cfg, num_classes=num_classes, projector=projector)

@@ -1,4 +1,4 @@
-"""2-D sin-cos position tables and their resizing, on an explicit (n_time, n_freq) grid (SPEC §4, Decision 2)."""
+"""2-D sin-cos position tables and their resizing, on an explicit (n_time, n_freq) grid (docs/method.md §4, Decision 2)."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +38,7 @@ def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tup
     """Bilinearly resize a (1, prefix + T*F, D) table from ``old_grid`` to ``new_grid`` (both (n_time, n_freq)).
 
     Interpolation runs on the true time-major geometry, so shortening the input (ESC-50: 64x8 -> 32x8, Speech
-    Commands: 64x8 -> 8x8) compresses time only, unlike the released ESC-50 loader's 16x32 view (SPEC §8).
+    Commands: 64x8 -> 8x8) compresses time only, unlike the released ESC-50 loader's 16x32 view (docs/method.md §8).
     """
     if tuple(old_grid) == tuple(new_grid):
         return pos

@@ -1,22 +1,21 @@
 """``verify-reference``: recompute every output stored in a golden fixture of the authors' code and compare.
 
-The fixture format is described in ../shared/fixtures/README.md. A model that loads its state dicts through
-:func:`audiomosaic.checkpoint.load_authors_state_dict` (the converter users call for released checkpoints) and
+The fixture format is described in tests/fixtures/README.md. A model that loads its state dicts through
+:func:`audiomosaic.train.checkpoint.load_authors_state_dict` (the converter users call for released checkpoints) and
 reproduces its outputs computes the same function as the authors' implementation.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import encoder_config_from_authors, load_authors_state_dict
-from .config import FrontendConfig
-from .frontend import fbank
-from .losses import nt_xent
-from .model import AudioMosaic
+from audiomosaic.config import FrontendConfig
+from audiomosaic.frontend import fbank
+from audiomosaic.losses import nt_xent
+from audiomosaic.model import AudioMosaic
+from audiomosaic.train.checkpoint import encoder_config_from_authors, load_authors_state_dict
 
 MODEL_TOL = 1e-5  # model outputs and the loss
 FRONTEND_TOL = 1e-4
@@ -65,26 +64,3 @@ def verify(fx: dict[str, Any]) -> dict[str, float]:
                           norm_mean=float(fe["norm_mean"]), norm_std=float(fe["norm_std"]))
     errs["fbank_normalised"] = rel_err(fbank(fe["waveform"], int(fe["sample_rate"]), fcfg), fe["fbank_normalised"])
     return errs
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="audiomosaic verify-reference",
-                                 description="Check this implementation against a fixture of the authors' code.")
-    ap.add_argument("fixture", help="a .pt fixture (format: shared/fixtures/README.md)")
-    args = ap.parse_args(argv)
-    try:
-        errs = verify(load_fixture(args.fixture))
-    except (ValueError, KeyError, RuntimeError) as e:
-        print(f"verify-reference: error: {e}".splitlines()[0])
-        return 2
-    bad = []
-    for key, err in errs.items():
-        tol = FRONTEND_TOL if key == "fbank_normalised" else MODEL_TOL
-        ok = err <= tol
-        bad += [] if ok else [key]
-        print(f"{key:18s} max rel err {err:.3e}  (tol {tol:.0e})  {'ok' if ok else 'MISMATCH'}")
-    if bad:
-        print(f"verify-reference: mismatch in {', '.join(bad)}")
-        return 1
-    print("verify-reference: all outputs within tolerance")
-    return 0

@@ -2,7 +2,7 @@
 
 Prints one JSON line per configuration:
 
-- ``batched``: :func:`audiomosaic.augment.two_view_fbank` on a (B, 160000) batch (both views, full chain,
+- ``batched``: :func:`audiomosaic.augment.chain.two_view_fbank` on a (B, 160000) batch (both views, full chain,
   fbank to 1024 frames), on CPU with 1 thread (per-core figure) and with all threads, and on CUDA when present;
 - ``per_clip``: the clip-by-clip path for comparison: each view of each clip through the same operations as a
   batch of one, then ``audiomosaic.frontend.fbank`` (the authors' torchaudio Kaldi call).
@@ -25,10 +25,10 @@ import time
 
 import torch
 
-from audiomosaic.augment import TwoViewAugment, two_view_fbank
+from audiomosaic.augment.chain import TwoViewAugment, two_view_fbank
 from audiomosaic.config import AugmentConfig, FrontendConfig
 from audiomosaic.frontend import fbank
-from audiomosaic.utils import keep_freed_memory
+from audiomosaic.train.runtime import keep_freed_memory
 
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", default="", help="comma-separated CPU thread counts (default: 1 and all)")
     ap.add_argument("--no-gpu", action="store_true")
     ap.add_argument("--malloc", choices=("default", "keep", "tunables"), default="default",
-                    help="default: glibc as started; keep: audiomosaic.utils.keep_freed_memory() (what the engine "
+                    help="default: glibc as started; keep: audiomosaic.train.runtime.keep_freed_memory() (what the engine "
                          "does on CPU); tunables: re-exec under GLIBC_TUNABLES (the same, set at start)")
     ap.add_argument("--tune-malloc", action="store_true", help="= --malloc tunables (kept for old commands)")
     args = ap.parse_args(argv)

@@ -53,13 +53,13 @@ import numpy as np
 import torch
 
 from audiomosaic.config import PretrainConfig, apply_overrides, encoder_config
-from audiomosaic.dist import DistInfo
-from audiomosaic.engine import TwoViews, build_trainer, contrastive_loss, make_loader, pretrain_dataset, train_step
+from audiomosaic.train.dist import DistInfo
+from audiomosaic.train.pretrain import TwoViews, build_trainer, contrastive_loss, make_loader, pretrain_dataset, train_step
 from audiomosaic.frontend import samples_for_frames
 from audiomosaic.masking import view_masks
 from audiomosaic.model import train_flops_per_clip
-from audiomosaic.optim import cosine_lr, set_lr
-from audiomosaic.utils import autocast, resolve_device, resolve_precision
+from audiomosaic.train.optim import cosine_lr, set_lr
+from audiomosaic.train.runtime import autocast, resolve_device, resolve_precision
 
 LEVELS = ("step", "train_step", "end_to_end", "memory")
 QUICK = dict(model="vit_nano", frames=128, batch=[4], ckpt=[0.0, 0.5], compile=[0], warmup=1, steps=2,
@@ -101,7 +101,7 @@ class ConcatViews(TwoViews):
     def forward(self, spec_a, keep_a, spec_b, keep_b):
         m, n = self.model, spec_a.shape[0]
         f = m.forward_head(m.forward_features(torch.cat([spec_a, spec_b]), torch.cat([keep_a, keep_b])), True)
-        return m.projector(f[:n]), m.projector(f[n:])  # each BatchNorm still sees one view (SPEC §4)
+        return m.projector(f[:n]), m.projector(f[n:])  # each BatchNorm still sees one view (docs/method.md §4)
 
 
 def sync(device: torch.device) -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from audiomosaic.dist import all_reduce_mean, cleanup, init_distributed
-from audiomosaic.engine import TwoViews, contrastive_loss
+from audiomosaic.train.dist import all_reduce_mean, cleanup, init_distributed
+from audiomosaic.train.pretrain import TwoViews, contrastive_loss
 from audiomosaic.masking import view_masks
 from audiomosaic.model import AudioMosaic, create_model
-from audiomosaic.utils import convert_sync_batchnorm
+from audiomosaic.train.runtime import convert_sync_batchnorm
 
 BATCH, TAU = 8, 0.1
 

@@ -11,9 +11,9 @@ import pytest
 CODE = """
 import resource, sys, torch
 torch.set_num_threads(1)
-from audiomosaic.augment import two_view_fbank
+from audiomosaic.augment.chain import two_view_fbank
 from audiomosaic.config import AugmentConfig, FrontendConfig
-from audiomosaic.utils import keep_freed_memory
+from audiomosaic.train.runtime import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory() and keep_freed_memory()  # idempotent
 wav = torch.randn(2, 160000, generator=torch.Generator().manual_seed(0))  # two 10-s clips

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiomosaic import analysis
+from audiomosaic.lab import analysis
 from audiomosaic.config import MaskConfig, PretrainConfig, config_hash, resolve
 from audiomosaic.frontend import fbank_batch
 from audiomosaic.metrics import effective_rank

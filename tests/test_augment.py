@@ -1,4 +1,4 @@
-"""Two-view waveform augmentation (audiomosaic.augment, augment_filters, vocoder): each operation on synthetic signals
+"""Two-view waveform augmentation (audiomosaic.augment.chain, augment_filters, vocoder): each operation on synthetic signals
 whose correct output follows from first principles (tone frequencies, tempo, filter magnitudes, SNR), the
 parameter laws, and the batching contract (non-firing rows unchanged, seeds reproducible, views independent)."""
 import math
@@ -9,11 +9,11 @@ import soundfile as sf
 import torch
 from scipy import signal
 
-from audiomosaic.augment import (OPS, PRESET_OPS, TwoViewAugment, add_noise_snr, apply_chain, bandstop, gain_db,
+from audiomosaic.augment.chain import (OPS, PRESET_OPS, TwoViewAugment, add_noise_snr, apply_chain, bandstop, gain_db,
                                  highpass, pitch_shift, polarity, roll_mag, sample_params, time_stretch,
                                  two_view_fbank)
-from audiomosaic.augment_filters import bandstop_response, highpass_response
-from audiomosaic.vocoder import istft, phase_vocoder, stft
+from audiomosaic.augment.filters import bandstop_response, highpass_response
+from audiomosaic.augment.vocoder import istft, phase_vocoder, stft
 from audiomosaic.config import AugmentConfig, FrontendConfig
 
 SR = 16000
@@ -146,7 +146,7 @@ def test_istft_matches_overlap_add_of_each_clips_frames():
 
 
 def test_row_chunks_match_one_batched_pass(monkeypatch):
-    import audiomosaic.augment_filters as af
+    import audiomosaic.augment.filters as af
 
     x = torch.randn(5, 16000, generator=torch.Generator().manual_seed(3))
     rates, semis, on = torch.tensor([0.7, 0.9, 1.0, 1.1, 1.3]), torch.tensor([-4.0, -1.0, 0.5, 2.0, 4.0]), _all(5)

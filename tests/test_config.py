@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from audiomosaic import pretrain_cli
+from audiomosaic.cli import pretrain as pretrain_cli
 from audiomosaic.config import (FINETUNE_PRESETS, PRESET_ENV, TRAIN_PRESETS, FinetuneConfig, PretrainConfig,
                                 apply_overrides, config_changes, config_hash, from_dict, parse_kv, resolve, to_dict)
 from audiomosaic.frontend import num_frames
@@ -78,7 +78,7 @@ def test_presets_resolve_consistently_and_round_trip(preset: str) -> None:
 
 
 def test_paper_preset_is_the_authors_recipe() -> None:
-    """SPEC §4 and §7, value by value."""
+    """docs/method.md §4 and §7, value by value."""
     c = resolve("paper", env={})
     assert (c.encoder.embed_dim, c.encoder.depth, c.encoder.num_heads, c.encoder.patch_size) == (768, 12, 12, 16)
     assert c.encoder.spec_size == (1024, 128) and c.encoder.grad_ckpt_fraction == 0.7
@@ -130,7 +130,7 @@ def test_cli_help_lists_presets_and_points_to_the_keys() -> None:
 def test_config_hash_ignores_later_fields_left_at_their_default() -> None:
     # committed result rows and cached encoders are keyed by this hash: data.onthefly (added later) must not move
     # it while unset; the reproduction's tf_paper seed-0 encoder keeps the hash its rows were recorded under
-    from audiomosaic.repro import TF, Context, pretrain_config
+    from audiomosaic.repro.suites import TF, Context, pretrain_config
 
     cfg = pretrain_config(Context(), TF, 0)
     assert config_hash(cfg) == "ce23d6e4378d"

@@ -97,7 +97,7 @@ def test_build_records_a_zero_leakage_report_that_catches_a_leak(tiny_corpus: Pa
 
 def test_same_seed_same_manifests_via_cli(tiny_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "again"
-    res = subprocess.run([sys.executable, "-m", "audiomosaic.data.cli", "build", "--recipe", "tiny", "--out", str(out),
+    res = subprocess.run([sys.executable, "-m", "audiomosaic.cli.data", "build", "--recipe", "tiny", "--out", str(out),
                           "--seed", "0", "--no-progress", "--workers", "2"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "built tiny corpus" in res.stdout

@@ -67,7 +67,7 @@ def test_report_counts_and_cli_exit_status(cases: dict[str, Path], tmp_path: Pat
     unusable = {n for n, r in EXPECTED.items() if r & set(UNUSABLE)}
     assert report.unusable_paths == sorted(str(cases[n]) for n in unusable) and report.exit_code == 1
     assert report.counts()["unreadable"] == 2 and report.counts()["resample"] == 2
-    res = subprocess.run([sys.executable, "-m", "audiomosaic.data.cli", "check", str(bad)], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "audiomosaic.cli.data", "check", str(bad)], capture_output=True,
                          text=True)
     assert res.returncode == 1, res.stderr
     lines = res.stdout.splitlines()

@@ -11,8 +11,8 @@ from types import ModuleType
 import pytest
 import torch
 
-from audiomosaic.engine import TwoViews
-from audiomosaic.runlog import WALL_CLOCK_KEYS, read_metrics
+from audiomosaic.train.pretrain import TwoViews
+from audiomosaic.train.runlog import WALL_CLOCK_KEYS, read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 import audiomosaic
-from audiomosaic.checkpoint import save_weights
+from audiomosaic.train.checkpoint import save_weights
 from audiomosaic.config import FrontendConfig, to_dict
 from audiomosaic.data.audio import read_audio
 from audiomosaic.embed import Embedder

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiomosaic.checkpoint import list_resume, load_weights
+from audiomosaic.train.checkpoint import list_resume, load_weights
 from audiomosaic.config import resolve
-from audiomosaic.dist import DistInfo
+from audiomosaic.train.dist import DistInfo
 from audiomosaic.data.onthefly import OnTheFlySpeech
-from audiomosaic.engine import build_trainer, fill_batch, make_loader, pretrain, pretrain_dataset, train_step
-from audiomosaic.runlog import WALL_CLOCK_KEYS, read_metrics
+from audiomosaic.train.pretrain import build_trainer, fill_batch, make_loader, pretrain, pretrain_dataset, train_step
+from audiomosaic.train.runlog import WALL_CLOCK_KEYS, read_metrics
 
 METRIC_KEYS = {"step", "epoch", "loss", "top1", "lr", "grad_norm", "skipped", *WALL_CLOCK_KEYS}
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from audiomosaic import analysis, figures
+from audiomosaic.lab import analysis, figures
 from audiomosaic.config import MaskConfig
 from audiomosaic.metrics import effective_rank
 
@@ -101,7 +101,7 @@ def test_several_tasks_and_seeds_give_one_panel_per_task_and_the_seed_mean() -> 
 
 
 def test_fig1_shows_the_documented_token_counts() -> None:
-    """Paper layout at 1024 x 128 keeps 200 / 256 tokens, the reference layout 192 / 304 (SPEC Decision 1)."""
+    """Paper layout at 1024 x 128 keeps 200 / 256 tokens, the reference layout 192 / 304 (docs/method.md Decision 1)."""
     titles = [ax.get_title() for ax in figures.fig1_masking().axes if ax.get_visible()]
     expected = {"unstructured: 128/512", "paper time view: 200/512", "paper freq view: 256/512",
                 "reference time view: 192/512", "reference freq view: 304/512"}

@@ -12,15 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from audiomosaic.checkpoint import list_resume, save_weights
+from audiomosaic.train.checkpoint import list_resume, save_weights
 from audiomosaic.config import FINETUNE_PRESETS, FinetuneConfig, resolve
-from audiomosaic.eval_cli import finetune_main as main
-from audiomosaic.finetune import (WeightedEpochBatchSampler, beta, build_classifier, class_balanced_weights, mixup,
-                                  run_finetune, spec_augment, spec_noise)
+from audiomosaic.cli.evaluate import finetune_main as main
+from audiomosaic.augment.supervised import beta, mixup, spec_augment, spec_noise
+from audiomosaic.train.finetune import WeightedEpochBatchSampler, build_classifier, class_balanced_weights, run_finetune
 from audiomosaic.masking import time_freq_mask
 from audiomosaic.model import create_model
-from audiomosaic.probe import task_manifests
-from audiomosaic.runlog import read_metrics
+from audiomosaic.train.probe import task_manifests
+from audiomosaic.train.runlog import read_metrics
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -94,7 +94,7 @@ def test_spec_noise_adds_small_noise_and_rolls_each_clip_in_time():
 def test_token_mask_keeps_whole_columns_and_rows():
     grid, b = (64, 8), 6
     keep, restore, mask = time_freq_mask(b, grid, 0.2, 0.2, torch.Generator().manual_seed(0))
-    assert keep.shape == (b, 51 * 6)  # floor(64 x 0.8) columns x floor(8 x 0.8) rows (SPEC §8)
+    assert keep.shape == (b, 51 * 6)  # floor(64 x 0.8) columns x floor(8 x 0.8) rows (docs/method.md §8)
     kept = ~mask.view(b, *grid)  # time-major tokens
     cols, rows = kept.any(dim=2), kept.any(dim=1)
     assert torch.equal(kept, cols[:, :, None] & rows[:, None, :])  # kept iff its column and its row are kept

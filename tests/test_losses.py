@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from audiomosaic.dist import gather_with_grad
+from audiomosaic.train.dist import gather_with_grad
 from audiomosaic.losses import contrastive_accuracy, nt_xent, nt_xent_logits
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from audiomosaic.config import (FINETUNE_PRESETS, PROBE_PRESETS, TRAIN_PRESETS, FinetuneConfig, PretrainConfig,
                                 ProbeConfig, resolve)
-from audiomosaic.notebooks import (check_params, given, load_params, notebook_dir, notebook_parameters,
+from audiomosaic.lab.runner import (check_params, given, load_params, notebook_dir, notebook_parameters,
                                    notebook_paths, params_for, repo_path, run_notebook)
 
 NOTEBOOKS = notebook_paths()
@@ -57,7 +57,7 @@ def test_the_house_notebooks_exist() -> None:
 
 
 def house_rule_violations(nb: nbformat.NotebookNode) -> list[str]:
-    """STYLE.md 12 / NOTEBOOKS.md: what a committed notebook does wrong (empty = nothing)."""
+    """docs/style.md 12 / docs/notebooks.md: what a committed notebook does wrong (empty = nothing)."""
     bad = []
     if nb.metadata.get("kernelspec", {}).get("name") != "python3":
         bad.append("kernelspec is not python3")
@@ -255,7 +255,7 @@ def test_executed_notebooks_pass_nbval(executed: Executed, monkeypatch: pytest.M
 def test_live_plot_redraws_the_curves_while_a_cell_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In a real kernel: the display below the cell turns into the loss plot while the 'training' loop writes."""
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    loop = ("import json, time\nfrom pathlib import Path\nfrom audiomosaic.notebooks import live_plot\n"
+    loop = ("import json, time\nfrom pathlib import Path\nfrom audiomosaic.lab.runner import live_plot\n"
             f"run = Path({str(tmp_path)!r})\n"
             "with live_plot(run, keys=('loss',), every_s=0.2):\n"
             "    for step in range(1, 8):\n"

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the per-step warmup + cosine schedule (SPEC §7, §8)."""
+"""AdamW parameter groups and the per-step warmup + cosine schedule (docs/method.md §7, §8)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 
 from audiomosaic.config import OptimConfig
 from audiomosaic.model import create_model
-from audiomosaic.optim import build_adamw, cosine_lr, layer_id, make_schedule, param_groups, set_lr
+from audiomosaic.train.optim import build_adamw, cosine_lr, layer_id, make_schedule, param_groups, set_lr
 
 
 def test_schedule_lr_scaling_and_step_counts() -> None:
@@ -41,7 +41,7 @@ def test_no_weight_decay_on_1d_params_cls_and_pos() -> None:
     seen = [n for g in groups for n in g["names"]]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert sorted(seen) == sorted(trainable)  # every trainable parameter exactly once, frozen ones left out
-    assert "projector.4.bias" not in seen  # frozen at 0 (SPEC §4)
+    assert "projector.4.bias" not in seen  # frozen at 0 (docs/method.md §4)
     params = dict(model.named_parameters())
     for g in groups:
         for n in g["names"]:

@@ -8,14 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from audiomosaic.checkpoint import save_weights
+from audiomosaic.train.checkpoint import save_weights
 from audiomosaic.config import PROBE_PRESETS, ProbeConfig, resolve
 from audiomosaic.data import Item, Manifest
-from audiomosaic.eval_cli import probe_main as main
+from audiomosaic.cli.evaluate import probe_main as main
 from audiomosaic.model import create_model
-from audiomosaic.probe import (build_head, extract_features, head_specs, linear_probe_tasks, load_encoder,
+from audiomosaic.train.probe import (build_head, extract_features, head_specs, linear_probe_tasks, load_encoder,
                                loss_kind, run_probe, task_loss, task_manifests, train_heads)
-from audiomosaic.runlog import MetricsLog, read_metrics
+from audiomosaic.train.runlog import MetricsLog, read_metrics
 
 
 def _cfg(corpus, **kw):

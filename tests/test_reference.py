@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiomosaic.checkpoint import load_any, load_authors_state_dict, save_weights, load_weights
+from audiomosaic.train.checkpoint import load_any, load_authors_state_dict, save_weights, load_weights
 from audiomosaic.reference import FRONTEND_TOL, MODEL_TOL, load_fixture, verify
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_vit_tiny.pt"
@@ -61,7 +61,7 @@ def test_prefixed_checkpoints_load_strictly(tmp_path, prefix):
 
 
 def test_strict_loading_rejects_missing_keys():
-    from audiomosaic.checkpoint import encoder_config_from_authors
+    from audiomosaic.train.checkpoint import encoder_config_from_authors
     from audiomosaic.model import AudioMosaic
 
     fx = torch.load(FIXTURE, weights_only=True)
@@ -74,7 +74,7 @@ def test_strict_loading_rejects_missing_keys():
 
 def test_safetensors_round_trip(tmp_path):
     fx = torch.load(FIXTURE, weights_only=True)
-    from audiomosaic.checkpoint import encoder_config_from_authors
+    from audiomosaic.train.checkpoint import encoder_config_from_authors
     from audiomosaic.model import AudioMosaic
 
     model = AudioMosaic(encoder_config_from_authors(fx["encoder_config"])).eval()

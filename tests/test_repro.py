@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from audiomosaic.analysis import PROVENANCE, RESULTS
+from audiomosaic.lab.analysis import PROVENANCE, RESULTS
 from audiomosaic.config import encoder_config
 from audiomosaic.masking import view_masks
 from audiomosaic.model import AudioMosaic
 from audiomosaic.config import config_hash
-from audiomosaic.repro import LAYOUT, MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, pretrain_config
-from audiomosaic.repro_cli import main
-from audiomosaic.repro_check import compare
-from audiomosaic.repro_report import claims_table, replace_section
+from audiomosaic.repro.suites import LAYOUT, MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, pretrain_config
+from audiomosaic.cli.repro import main
+from audiomosaic.repro.check import compare
+from audiomosaic.repro.report import claims_table, replace_section
 
 CONDS = ["tf_paper", "unstructured", "random_init"]
 

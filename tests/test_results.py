@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from audiomosaic import results
+from audiomosaic.repro import results
 from audiomosaic.config import PretrainConfig, config_hash
 
 

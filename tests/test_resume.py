@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiomosaic.checkpoint import list_resume
-from audiomosaic.runlog import WALL_CLOCK_KEYS, capture_rng, read_metrics, restore_rng
+from audiomosaic.train.checkpoint import list_resume
+from audiomosaic.train.runlog import WALL_CLOCK_KEYS, capture_rng, read_metrics, restore_rng
 
 # 10 steps per epoch (329 clips, batch 32), 14 steps: the run crosses an epoch boundary; checkpoints at 4, 8, 12, 14
 # and log lines at 3, 6, 9, 12, 14 are deliberately out of phase.

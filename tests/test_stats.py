@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from audiomosaic.stats import holm, paired_t_test, sign_flip_test, summarize, wilcoxon_signed_rank
+from audiomosaic.repro.stats import holm, paired_t_test, sign_flip_test, summarize, wilcoxon_signed_rank
 
 
 def _samples(n: int, seed: int, shift: float = 0.3) -> tuple[np.ndarray, np.ndarray]:

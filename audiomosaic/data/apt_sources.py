@@ -1,4 +1,4 @@
-"""Tasks built from recorded audio in Debian data packages (DATA.md §1.3): drums7 and speaker15.
+"""Tasks built from recorded audio in Debian data packages (docs/data.md §1.3): drums7 and speaker15.
 
 The packages are fetched without root or installation: ``apt-get download`` into the cache, then
 ``dpkg-deb --fsys-tarfile | tar x`` of the audio files only. When apt is missing or the download fails the task
@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from .recipes import Clip, FileSpec, TaskPlan, assign_splits, split_groups, task_rng
+from audiomosaic.data.recipes import Clip, FileSpec, TaskPlan, assign_splits, split_groups, task_rng
 
 DRUM_CLASSES = ("kick", "snare", "hihat", "tom", "cymbal", "clap", "hand_perc")
 
@@ -29,13 +29,13 @@ _DRUM_KEYWORDS = (
     ("kick", r"kick|bass ?drum|\bbd\b"),
 )
 
-# Kits sharing samples or an author form one group (DATA.md §4); other kits are their own group.
+# Kits sharing samples or an author form one group (docs/data.md §4); other kits are their own group.
 KIT_LINEAGE = {
     "Millo-Drums_v.1": "millo", "Millo_MultiLayered2": "millo", "Millo_MultiLayered3": "millo",
     "ElectricEmpireKit": "artemiolabs", "HardElectro1": "artemiolabs",
     "Gimme A Hand 1.0": "glenmacarthur", "The Black Pearl 1.0": "glenmacarthur",
 }
-# DATA.md §3(b)3: the held-out kit groups (every class on both sides; 463 train / 189 test hits).
+# docs/data.md §3(b)3: the held-out kit groups (every class on both sides; 463 train / 189 test hits).
 DRUM_TEST_GROUPS = ("millo", "artemiolabs", "circafrique_v4")
 
 
@@ -151,7 +151,7 @@ def _covers(clips: list[Clip], split: dict[str, str]) -> bool:
 
 
 def phrase_stem(file_stem: str) -> str:
-    """Takes of one line share a stem (DATA.md §4): ``Ow1..Ow4`` -> ``ow``, ``Firepunch6`` -> ``firepunch``."""
+    """Takes of one line share a stem (docs/data.md §4): ``Ow1..Ow4`` -> ``ow``, ``Firepunch6`` -> ``firepunch``."""
     return re.sub(r"[^a-z]", "", re.sub(r"[\d_\-]*\d+[a-z]?$", "", file_stem.lower())) or file_stem.lower()
 
 

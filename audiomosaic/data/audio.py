@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 from scipy.signal import fftconvolve, firwin, resample_poly
 
-from ..frontend import resample, to_mono
+from audiomosaic.frontend import resample, to_mono
 
 SAMPLE_RATE = 16000
 
@@ -116,7 +116,7 @@ def exp_decay_rir(rng: np.random.Generator, rt60: float, sample_rate: int = SAMP
     """Synthetic room impulse response: a direct path plus exponentially decaying noise.
 
     The tail decays by 60 dB over ``rt60`` seconds (amplitude exp(-6.9 t / rt60)); ``drr_db`` sets the
-    direct-to-reverberant energy ratio. Adequate stand-in for measured RIRs (DATA.md §1.5).
+    direct-to-reverberant energy ratio. Adequate stand-in for measured RIRs (docs/data.md §1.5).
     """
     n = max(2, int(rt60 * sample_rate))
     t = np.arange(n) / sample_rate

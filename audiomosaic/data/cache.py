@@ -20,10 +20,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..config import FrontendConfig
-from ..frontend import fbank_batch, samples_for_frames
-from .dataset import AudioDataset, collate, skip_marker
-from .manifest import Manifest
+from audiomosaic.config import FrontendConfig
+from audiomosaic.data.dataset import AudioDataset, collate, skip_marker
+from audiomosaic.data.manifest import Manifest
+from audiomosaic.frontend import fbank_batch, samples_for_frames
 
 CACHE_VERSION = 1  # bump when the stored layout or the feature computation changes
 

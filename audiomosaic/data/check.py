@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import soundfile as sf
 
-from .manifest import load_manifest
+from audiomosaic.data.manifest import load_manifest
 
 UNUSABLE = ("missing", "unreadable", "empty", "non-finite", "too-short")
 WARNINGS = ("all-zero", "resample", "multichannel", "over-an-hour", "truncated")

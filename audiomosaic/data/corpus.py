@@ -1,6 +1,6 @@
 """Build a corpus from a recipe: plan every task, render clips in worker processes, write manifests last.
 
-Layout of ``<out>`` (DATA.md Decisions):
+Layout of ``<out>`` (docs/data.md Decisions):
 
 - ``<task>/<split>/<label>/<name>.wav``: 16 kHz mono 16-bit PCM;
 - ``<task>/train.json``, ``<task>/test.json``: the authors' layout ``{"data": [{"wav", "labels"}]}`` with paths
@@ -24,10 +24,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..paths import cache_dir
-from .apt_sources import SourceUnavailable
-from .audio import SAMPLE_RATE, write_wav
-from .recipes import Clip, TaskPlan, recipes
+from audiomosaic.data.apt_sources import SourceUnavailable
+from audiomosaic.data.audio import SAMPLE_RATE, write_wav
+from audiomosaic.data.recipes import Clip, TaskPlan, recipes
+from audiomosaic.paths import cache_dir
 
 BUILD_VERSION = 1  # bump whenever a builder's output for a given seed changes
 
@@ -81,11 +81,12 @@ def build(recipe: str, out: str | os.PathLike, seed: int = 0, progress: bool = T
 
 
 def leakage_report(out: str | os.PathLike) -> dict[str, int]:
-    """Counts that must all be 0 in a built corpus, read back from the files it wrote (DATA.md §4):
+    """Counts that must all be 0 in a built corpus, read back from the files it wrote (docs/data.md §4):
 
     ``test_in_pretrain`` (test files in ``pretrain.json``), ``test_in_train_manifests`` (test files listed in some
     ``<task>/train.json``), ``groups_in_both_splits`` ((task, group) pairs with clips on both sides) and
-    ``missing_from_metadata`` (manifest files that ``metadata.csv`` does not describe).
+    ``missing_from_metadata`` (manifest files that ``metadata.csv`` does not describe). Corpora with generated
+    clips (a ``generator`` column, the spoof recipe) add ``fakes_in_pretrain``: fakes must never be pre-trained on.
     """
     out = Path(out)
     with open(out / "metadata.csv", newline="") as f:
@@ -95,12 +96,16 @@ def leakage_report(out: str | os.PathLike) -> dict[str, int]:
     for r in rows:
         sides.setdefault((r["task"], r["group"]), set()).add(r["split"])
     pool = [e["wav"] for e in json.loads((out / "pretrain.json").read_text())["data"]]  # corpus-relative
-    train = [f"{m.parent.name}/{e['wav']}" for m in out.glob("*/train.json")  # task-relative -> corpus-relative
-             for e in json.loads(m.read_text())["data"]]
-    return {"test_in_pretrain": sum(split.get(w) == "test" for w in pool),
-            "test_in_train_manifests": sum(split.get(w) == "test" for w in train),
-            "groups_in_both_splits": sum(len(s) > 1 for s in sides.values()),
-            "missing_from_metadata": sum(w not in split for w in pool + train)}
+    train = [os.path.normpath(f"{m.parent.name}/{e['wav']}")  # task-relative (may be ../) -> corpus-relative
+             for m in out.glob("*/train.json") for e in json.loads(m.read_text())["data"]]
+    report = {"test_in_pretrain": sum(split.get(w) == "test" for w in pool),
+              "test_in_train_manifests": sum(split.get(w) == "test" for w in train),
+              "groups_in_both_splits": sum(len(s) > 1 for s in sides.values()),
+              "missing_from_metadata": sum(w not in split for w in pool + train)}
+    if rows and "generator" in rows[0]:
+        generator = {r["file"]: r["generator"] for r in rows}
+        report["fakes_in_pretrain"] = sum(generator.get(w, "bonafide") != "bonafide" for w in pool)
+    return report
 
 
 def is_built(out: str | os.PathLike, recipe: str, seed: int = 0) -> bool:

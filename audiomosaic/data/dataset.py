@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .audio import SAMPLE_RATE, read_audio
-from .manifest import Manifest
+from audiomosaic.data.audio import SAMPLE_RATE, read_audio
+from audiomosaic.data.manifest import Manifest
 
 
 def skip_marker(path: str, error: str, index: int) -> dict:

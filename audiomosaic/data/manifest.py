@@ -4,7 +4,7 @@
   ``class_labels_indices.csv`` (``index,mid,display_name``); relative ``wav`` paths are resolved against the
   JSON's folder, absolute ones are kept.
 - ESC-50: ``meta/esc50.csv`` + ``audio/``; test fold k, train = the other four folds.
-- Speech Commands v1 (10 words + ``_unknown_``, no silence class; SPEC §8) and v2 (35 words): word folders plus
+- Speech Commands v1 (10 words + ``_unknown_``, no silence class; docs/method.md §8) and v2 (35 words): word folders plus
   ``validation_list.txt`` / ``testing_list.txt``; ``_background_noise_`` is excluded.
 - Any folder of class folders, and any CSV of (path, labels) with ``;`` or ``,`` separated labels.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .recipes import SC_V1_WORDS, SC_V2_WORDS
+from audiomosaic.data.recipes import SC_V1_WORDS, SC_V2_WORDS
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 UNKNOWN = "_unknown_"

@@ -1,4 +1,4 @@
-"""Datasets rendered in the DataLoader worker instead of stored (DATA.md §3(c): an NSynth-scale note set would
+"""Datasets rendered in the DataLoader worker instead of stored (docs/data.md §3(c): an NSynth-scale note set would
 be ~25 GB of WAV, and rendering a note, ~1.2 ms, is cheaper than decoding a file).
 
 The ``large`` recipe writes a JSON spec per dataset under ``<corpus>/onthefly/``: the render parameters plus the
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from . import synth, tts
-from .dataset import make_sample, skip_marker
-from .recipes import SC_V2_WORDS, NotesTask, SpeechSpec, split_groups, stable_hash, task_rng
+from audiomosaic.data import synth, tts
+from audiomosaic.data.dataset import make_sample, skip_marker
+from audiomosaic.data.recipes import SC_V2_WORDS, NotesTask, SpeechSpec, split_groups, stable_hash, task_rng
 
 
 @dataclass(frozen=True)

