@@ -1,37 +1,48 @@
 """One configuration system for the CLI, the notebooks and the library.
 
-Nested frozen dataclasses hold every setting; presets are plain dicts of dotted overrides; ``apply_overrides``
-is the single path by which anything (``key=value`` on the command line, papermill parameters, a preset) changes
-a config. Values are parsed with ``ast.literal_eval`` and type-checked against the field, unknown keys are errors
-that name the key and list the allowed ones. Configs are never mutated after they are built: overrides return a
+Nested frozen dataclasses hold every setting; presets are plain dicts of dotted overrides (audiomosaic/presets.py),
+turned into a run's config by ``resolve``. ``apply_overrides`` is the single path by which anything (``key=value``
+on the command line, papermill parameters, a preset) changes a config. Values are parsed with ``ast.literal_eval``
+and type-checked against the field (a ``Literal`` field against its choices), unknown keys are errors that name
+the key and list the allowed ones. Configs are never mutated after they are built: overrides return a
 new object (``dataclasses.replace``).
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import json
 import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+
+from audiomosaic.presets import ENCODER_PRESETS, NORM_STATS, TRAIN_PRESETS
 
 # --------------------------------------------------------------------------------------------------------------
 # Sub-configs
 # --------------------------------------------------------------------------------------------------------------
 
-# Per-dataset normalisation constants (docs/method.md §2): (fbank - mean) / (2 * std).
-NORM_STATS: dict[str, tuple[float, float]] = {
-    "audioset": (-4.2677393, 4.5689974),  # also pre-training and EnvSDD
-    "esc50": (-6.6268077, 5.358466),
-    "spc": (-6.845978, 5.5654526),
-}
-
-
 # Field metadata: the field enters config_hash only when it differs from its default (for fields added after
 # results were recorded under the old hash).
 HASH_IF_SET = "hash_if_set"
+
+# Choice sets, declared once: a field annotated with one of these accepts only its values (``_coerce`` on an
+# override, ``validate`` on a built config); masking.py and augment/chain.py read the same definitions.
+MaskMode = Literal["tf", "tt", "ff", "unstructured", "none"]
+Layout = Literal["paper", "reference"]  # docs/method.md Decision 1: the paper's geometry or the released code's
+CkptPolicy = Literal["block", "attn", "mlp", "matmul"]
+AugmentPreset = Literal["none", "aug2", "aug4", "aug6", "full"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Loss = Literal["auto", "bce", "ce"]
+Objective = Literal["contrastive", "mae"]  # pre-training objective: AudioMosaic or the generative baseline
+
+
+def choices(tp: Any) -> tuple[Any, ...]:
+    """The allowed values of a ``Literal`` choice set, in declaration order: ``choices(MaskMode)``."""
+    return typing.get_args(tp)
 
 
 @dataclass(frozen=True)
@@ -67,26 +78,41 @@ class EncoderConfig:
     grad_ckpt_fraction: float = 0.0  # checkpoint the first floor(depth * f) blocks (authors: 0.7)
     # What those blocks recompute in backward: "block" (all of it, as the authors), "attn" or "mlp" (one branch),
     # "matmul" (selective: keep matrix-product/attention outputs, recompute norms, GELU, casts). Memory/speed.
-    grad_ckpt_policy: str = "block"
-    sincos_layout: str = "paper"  # "paper": sin-cos on the true (T, F) grid; "reference": the code's (8, 64) view
+    grad_ckpt_policy: CkptPolicy = "block"
+    sincos_layout: Layout = "paper"  # "paper": sin-cos on the true (T, F) grid; "reference": the code's (8, 64) view
 
 
 @dataclass(frozen=True)
 class MaskConfig:
     """Which tokens each of the two views keeps (docs/method.md §5)."""
 
-    mode: str = "tf"  # tf (view A time, view B freq), tt, ff, unstructured, none
-    layout: str = "paper"  # paper: whole columns/rows of the true grid; reference: the authors' code exactly
+    mode: MaskMode = "tf"  # tf (view A time, view B freq), tt, ff, unstructured, none
+    layout: Layout = "paper"  # paper: whole columns/rows of the true grid; reference: the authors' code exactly
     ratio_time: float = 0.6  # fraction of time units dropped
     ratio_freq: float = 0.4  # fraction of frequency units dropped
     ratio: float = 0.75  # unstructured: fraction of tokens dropped in both views
 
 
 @dataclass(frozen=True)
+class MaeConfig:
+    """The masked-reconstruction objective (``objective=mae``): AudioMAE's recipe with a light decoder.
+
+    AudioMAE pre-trains with mask ratio 0.8, per-patch normalised targets and a 512-wide, 16-head decoder; the
+    defaults here are CPU-sized (the ``mae_vit_base`` preset restores the published decoder)."""
+
+    mask_ratio: float = 0.8  # fraction of patches dropped (unstructured, per example)
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    decoder_mlp_ratio: float = 4.0
+    norm_pix_loss: bool = True  # targets normalised per patch (mean 0, variance 1)
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     """The two-view waveform augmentation chain (docs/method.md §3, paper Table 8), batched in torch."""
 
-    preset: str = "full"  # none, aug2, aug4, aug6, full (cumulative presets of the authors' code)
+    preset: AugmentPreset = "full"  # none, aug2, aug4, aug6, full (cumulative presets of the authors' code)
     roll_mag: bool = True  # circular roll over the whole length, then gain Beta(10,10)+0.5
     p_polarity: float = 0.5
     p_time_stretch: float = 0.7
@@ -149,7 +175,7 @@ class RuntimeConfig:
 
     seed: int = 42
     device: str = "auto"  # auto -> cuda if available else cpu
-    precision: str = "auto"  # auto -> bf16 autocast on CUDA, fp32 on CPU; or fp32, bf16, fp16
+    precision: Precision = "auto"  # auto -> bf16 autocast on CUDA, fp32 on CPU; or fp32, bf16, fp16
     compile: bool = False
     log_every: int = 10  # steps between metrics.jsonl lines (the only host syncs)
     ckpt_every: int = 500  # steps between resume checkpoints
@@ -172,47 +198,58 @@ class PretrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tau: float = 0.1  # NT-Xent temperature, fixed (docs/method.md §6)
     max_steps: int = 0  # > 0 caps the run (smoke runs, benchmarks)
+    # contrastive: AudioMosaic (two masked views, NT-Xent); mae: masked reconstruction (AudioMAE-style baseline,
+    # one view, unstructured mask of mae.mask_ratio, light decoder dropped at export; ``mask`` is then unused)
+    objective: Objective = field(default="contrastive", metadata={HASH_IF_SET: True})
+    mae: MaeConfig = field(default_factory=lambda: MaeConfig(), metadata={HASH_IF_SET: True})
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class DownstreamConfig:
+    """What probes and fine-tunes share (the fields, their keys and meanings); each sets its own ``data`` and
+    ``optim`` defaults. Only the two subclasses are run."""
+
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    loss: Loss = "auto"  # auto: bce for multi-label tasks, ce for single-label; or bce, ce
+    eer: bool = False  # also report the equal error rate (binary tasks, class 1 positive)
+    eval_every: int = 1  # epochs between test evaluations; the last epoch is always evaluated
+    report_best: bool = False  # also report the best-on-test epoch, labelled so (docs/method.md Decision 5)
+
+
+@dataclass(frozen=True)
+class ProbeConfig(DownstreamConfig):
     """Probes of a frozen encoder (docs/method.md §9). Defaults: the authors' AS-20K linear probe (``linear_prob_as20k``).
 
     The encoder runs once over the data (eval mode: no drop path, no masking); every requested head then trains on
     the cached pooled features. So, unlike the authors' probes, the training clips get no mixup/SpecAugment/roll.
-    ``data.batch_size`` is the head-training batch; ``extract_batch`` only sets the encoder's forward batch.
+    ``data.batch_size`` is the head-training batch; ``extract_batch`` only sets the encoder's forward batch;
+    ``encoder`` is read only for the random-init baseline.
     """
 
-    frontend: FrontendConfig = field(default_factory=FrontendConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # only for the random-init baseline
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=16))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=1e-3, weight_decay=0.0, epochs=60,
                                                                    warmup_epochs=4.0))
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     heads: tuple[str, ...] = ("linear",)  # linear, weighted (SUPERB softmax sum), attentive (Rauch et al.)
     layers: tuple[int, ...] = (-1,)  # linear heads on these entries: block i output, -1 = final output
     all_layers: bool = False  # add a linear head on every block output 0..depth-1 (layer-wise probe, Fig. 3)
-    loss: str = "auto"  # auto: bce for multi-label tasks, ce for single-label; or bce, ce
-    eval_every: int = 1  # epochs between test evaluations; the last epoch is always evaluated
-    report_best: bool = False  # also report the best-on-test epoch, labelled so (docs/method.md Decision 5)
-    eer: bool = False  # also report the equal error rate (binary tasks, class 1 positive)
     extract_batch: int = 64  # clips per frozen-encoder forward (no gradients: the size does not change results)
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(DownstreamConfig):
     """End-to-end fine-tuning (docs/method.md §8). Defaults: the authors' AS-20K recipe (``finetune_as20k``).
 
     With a checkpoint the architecture comes from the checkpoint and only ``encoder.drop_path_rate`` is read here;
     the input length is always (frontend.target_frames, frontend.num_mel_bins), the position table is resized to it.
     """
 
-    frontend: FrontendConfig = field(default_factory=FrontendConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=64, clip_seconds=10.0))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(blr=5e-4, weight_decay=0.01, epochs=60,
                                                                    warmup_epochs=4.0, layer_decay=0.65))
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     mask_t_prob: float = 0.2  # fraction of time columns dropped in training (random_masking_2d, true grid)
     mask_f_prob: float = 0.2  # fraction of frequency rows dropped in training
     mixup: float = 0.8  # probability that a clip is mixed with another: waveforms and labels by lam ~ Beta(10, 10)
@@ -222,157 +259,42 @@ class FinetuneConfig:
     spec_noise: bool = False  # Speech Commands recipe: fbank + U(0,1) * u / 10, then a roll of +-10 frames
     balanced_sampler: bool = False  # draw clips with weights from inverse label frequencies (AS-2M recipe)
     samples_per_epoch: int = 0  # balanced sampler: clips per epoch (0 = training-set size; AS-2M: 200000)
-    loss: str = "auto"  # auto: bce for multi-label tasks, ce for single-label; or bce, ce
     class_weights: tuple[float, ...] = ()  # ce class weights (EnvSDD: (0.1, 0.9)); () = unweighted
-    eer: bool = False  # also report the equal error rate (binary tasks, class 1 positive)
     folds: tuple[int, ...] = ()  # ESC-50 style: train on the other folds, test on each listed fold, average
-    eval_every: int = 1  # epochs between test evaluations; the last epoch is always evaluated
-    report_best: bool = False  # also report the best-on-test epoch, labelled so (docs/method.md Decision 5)
     max_steps: int = 0  # > 0 caps the run (smoke runs)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Encoder presets (timm-style registry read by create_model)
+# A run's config from a preset (the tables are in audiomosaic/presets.py)
 # --------------------------------------------------------------------------------------------------------------
-
-ENCODER_PRESETS: dict[str, dict[str, Any]] = {
-    "vit_nano": dict(embed_dim=64, depth=4, num_heads=2),  # CPU tests and smoke runs
-    "vit_mini": dict(embed_dim=128, depth=6, num_heads=4),  # CPU-sized reproduction
-    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
-    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),  # the paper's model
-}
-for _short in ("nano", "mini", "tiny", "small", "base"):
-    ENCODER_PRESETS[_short] = ENCODER_PRESETS[f"vit_{_short}"]
-
-# --------------------------------------------------------------------------------------------------------------
-# Probe and fine-tune presets: dotted overrides on ProbeConfig() / FinetuneConfig() (docs/method.md §8, §9)
-# --------------------------------------------------------------------------------------------------------------
-
-# The offline corpora hold 1-s clips: 128 frames (the Speech Commands input length, docs/method.md §2).
-_CORPUS_1S = {"data.clip_seconds": 1.0, "frontend.target_frames": 128}
-_SMOKE = {**_CORPUS_1S, "data.recipe": "tiny", "data.task": "kws10", "data.num_workers": 0,
-          "runtime.progress": False, "runtime.log_every": 1}
-# Single-label KWS probes follow the authors' ESC-50 probe (CE, blr 0.1, batch 32, wd 0).
-_PROBE_CE = {"optim.blr": 0.1, "data.batch_size": 32, "optim.weight_decay": 0.0}
-
-PROBE_PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**_SMOKE, **_PROBE_CE, "optim.epochs": 3, "optim.warmup_epochs": 1.0, "extract_batch": 32},
-    "cpu": {**_CORPUS_1S, **_PROBE_CE, "data.recipe": "default", "data.task": "kws35", "optim.epochs": 60,
-            "data.num_workers": 2},
-    "gpu": {**_CORPUS_1S, **_PROBE_CE, "data.recipe": "default", "data.task": "kws35", "optim.epochs": 60,
-            "data.num_workers": 8, "extract_batch": 256},
-    "paper": {"data.task": "as20k"},  # the defaults: AS-20K linear probe, blr 1e-3, batch 16, 60 (4) epochs
-    # Fig. 3: every block, weighted sum and attentive heads; blr 5e-4, batch 64, AdamW's default wd 0.01.
-    "paper_layers": {"data.task": "as20k", "all_layers": True, "heads": ("linear", "weighted", "attentive"),
-                     "optim.blr": 5e-4, "data.batch_size": 64, "optim.weight_decay": 0.01},
-    "paper_esc50": {"data.task": "esc50", **_PROBE_CE, "data.clip_seconds": 5.0, "frontend.target_frames": 512,
-                    "frontend.norm_mean": NORM_STATS["esc50"][0], "frontend.norm_std": NORM_STATS["esc50"][1]},
-}
-
-# KWS fine-tunes follow the authors' SPC-2 recipe (blr 1e-3, layer decay 0.75, SpecAugment 48/48).
-_FT_SPC = {**_CORPUS_1S, "optim.blr": 1e-3, "optim.layer_decay": 0.75, "freqm": 48, "timem": 48,
-           "spec_noise": True}
-
-FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**_SMOKE, **_FT_SPC, "freqm": 16, "timem": 16, "data.batch_size": 16, "optim.epochs": 2,
-              "optim.warmup_epochs": 0.5, "mixup": 0.5},
-    "cpu": {**_FT_SPC, "data.recipe": "default", "data.task": "kws35", "data.batch_size": 32, "optim.epochs": 20,
-            "optim.warmup_epochs": 2.0},
-    "gpu": {**_FT_SPC, "data.recipe": "default", "data.task": "kws35", "data.batch_size": 64, "optim.epochs": 100,
-            "optim.warmup_epochs": 5.0, "data.num_workers": 8},
-    # The reproduction's fine-tune (repro --suite finetune): inst11, 10 epochs. The SPC recipe above is tuned for
-    # ViT-B over 200 epochs; at ViT-nano scale its lr (blr 1e-3) and augmentation left kws35 and inst11 at chance-
-    # level train loss after 10-20 epochs (measured), while blr 3e-2 without mixup learns (inst11 0.45 vs 0.40
-    # from scratch).
-    "repro_cpu": {**_CORPUS_1S, "data.recipe": "default", "data.task": "inst11", "data.batch_size": 32,
-                  "optim.epochs": 10, "optim.warmup_epochs": 1.0, "optim.blr": 3e-2, "optim.layer_decay": 0.75,
-                  "mixup": 0.0, "freqm": 24, "timem": 24},
-    "paper": {"data.task": "as20k"},  # the defaults: AS-20K, 60 (4) epochs, blr 5e-4, layer decay 0.65
-    "paper_spc2": {**_FT_SPC, "data.task": "spc2", "data.batch_size": 64, "optim.epochs": 200,
-                   "optim.warmup_epochs": 5.0, "frontend.norm_mean": NORM_STATS["spc"][0],
-                   "frontend.norm_std": NORM_STATS["spc"][1]},
-    "paper_esc50": {"data.task": "esc50", "data.clip_seconds": 5.0, "frontend.target_frames": 512,
-                    "frontend.norm_mean": NORM_STATS["esc50"][0], "frontend.norm_std": NORM_STATS["esc50"][1],
-                    "data.batch_size": 16, "optim.warmup_epochs": 5.0, "optim.layer_decay": 0.75, "mixup": 0.0,
-                    "freqm": 24, "timem": 96, "folds": (1, 2, 3, 4, 5)},
-}
-
-# --------------------------------------------------------------------------------------------------------------
-# Pre-training presets: dotted overrides on PretrainConfig() (``python -m audiomosaic pretrain --preset NAME``)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _encoder_keys(name: str, **overrides: Any) -> dict[str, Any]:
-    """An encoder preset as dotted ``encoder.*`` overrides."""
-    return {f"encoder.{k}": v for k, v in {**ENCODER_PRESETS[name], **overrides}.items()}
-
-
-# The offline corpora hold 1-2 s clips: pre-train on 1-s crops -> 98 frames padded to 128 (docs/method.md §2, as for
-# Speech Commands), i.e. an 8 x 8 patch grid; tf masking then keeps 3 of 8 columns and 4 of 8 rows.
-_PRETRAIN_1S = {"data.clip_seconds": 1.0, "frontend.target_frames": 128}
-# The paper's model and input (docs/method.md §4, §7): ViT-B on 1024 x 128, 512 clips per GPU, bf16, compiled, the first
-# 70% of blocks checkpointed.
-_PRETRAIN_VIT_B = {**_encoder_keys("vit_base", spec_size=(1024, 128), grad_ckpt_fraction=0.7),
-                   "frontend.target_frames": 1024, "data.clip_seconds": 10.0, "data.batch_size": 512,
-                   "runtime.precision": "bf16", "runtime.compile": True, "runtime.ckpt_every": 1000}
-
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # Tests/CI: a few steps of a nano ViT on the tiny corpus (< 2 min on 2 CPU cores, most of it start-up);
-    # deterministic: bitwise-repeatable runs (one CPU thread, see utils.backend_settings), which tests compare.
-    "smoke": {**_PRETRAIN_1S, **_encoder_keys("vit_nano", spec_size=(128, 128), projector_hidden=128,
-                                              projector_out=32),
-              "data.recipe": "tiny", "data.batch_size": 16, "data.num_workers": 1, "optim.lr": 1e-3,
-              "optim.epochs": 1, "optim.warmup_epochs": 0.2, "max_steps": 8, "runtime.log_every": 2,
-              "runtime.ckpt_every": 4, "runtime.progress": False, "runtime.deterministic": True},
-    # The main job on 2 CPU cores: ViT-mini on the default corpus' pre-training pool (~7k clips), sized so that
-    # pre-training plus the linear probes fit in 15 minutes. A larger lr than the paper's: 128 clips per step.
-    # deterministic = one compute thread (the loader decodes on the other core): reproducible numbers, and on a
-    # shared machine two OpenMP threads ran 4x slower than one (measured), so this is also the robust choice.
-    "cpu": {**_PRETRAIN_1S, **_encoder_keys("vit_mini", spec_size=(128, 128)), "data.recipe": "default",
-            "data.batch_size": 128, "data.num_workers": 1, "optim.lr": 1e-3, "optim.epochs": 6,
-            "optim.warmup_epochs": 0.5, "runtime.log_every": 10, "runtime.ckpt_every": 50,
-            "runtime.deterministic": True},
-    # One GPU machine: the paper's model and input on the scale-up corpus, a short schedule.
-    "gpu": {**_PRETRAIN_VIT_B, "data.recipe": "large", "data.num_workers": 12, "optim.epochs": 20,
-            "runtime.log_every": 50},
-    # The authors' full recipe (docs/method.md §7): 400 epochs, lr 6e-4 (not batch-scaled), cosine to 1e-6, 1 warmup epoch,
-    # wd 0.05, drop path 0.1, seed 42 (the PretrainConfig defaults), 512 clips per GPU. Point data.manifest at an
-    # AudioSet-2M manifest in the authors' JSON layout.
-    "paper": {**_PRETRAIN_VIT_B, "data.num_workers": 12, "runtime.log_every": 50},
-    # Reproduction suites (audiomosaic.repro.suites) on a shared 2-core CPU: two epochs of the default corpus' pool
-    # (6.9k clips, 2 x 108 steps of 64) on a nano ViT, ~3 min per run, so 12 pre-trainings + probes fit an hour.
-    "repro_cpu": {**_PRETRAIN_1S, **_encoder_keys("vit_nano", spec_size=(128, 128), projector_hidden=256,
-                                                  projector_out=64),
-                  "data.recipe": "default", "data.batch_size": 64, "data.num_workers": 1, "optim.lr": 1e-3,
-                  "optim.epochs": 2, "optim.warmup_epochs": 0.2, "runtime.log_every": 10,
-                  "runtime.ckpt_every": 50, "runtime.progress": False},
-    # The same suites on one GPU: ViT-B on 1024 x 128 of the scale-up corpus, a short schedule per condition.
-    "repro_gpu": {**_PRETRAIN_VIT_B, "data.recipe": "large", "data.onthefly": ("all",), "data.num_workers": 12,
-                  "optim.epochs": 10, "runtime.log_every": 50, "runtime.progress": False},
-}
 
 PRESET_ENV = "AUDIOMOSAIC_PRESET"  # the notebooks' switch (docs/notebooks.md §5C): AUDIOMOSAIC_PRESET=smoke pytest ...
 
 
-def resolve(preset: str = "cpu", overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] = os.environ,
-            *, presets: Mapping[str, Mapping[str, Any]] | None = None, cls: type = PretrainConfig) -> Any:
-    """The config of a run: ``cls()`` + the preset's overrides + ``overrides`` (later wins).
+def preset_from_env(default: str) -> str:
+    """``$AUDIOMOSAIC_PRESET`` when it is set and non-empty, else ``default``.
 
-    A non-empty ``$AUDIOMOSAIC_PRESET`` in ``env`` replaces ``preset``, so committed notebooks and CI can switch
-    every run to ``smoke`` without editing parameters.
+    The one place that reads the switch; its callers are the entry points (the CLI commands and the notebooks'
+    config cells), so committed notebooks and CI can switch every run to ``smoke`` without editing parameters,
+    while library code (``resolve`` and everything below it) never looks at the environment.
+    """
+    return os.environ.get(PRESET_ENV) or default
+
+
+def resolve(preset: str = "cpu", overrides: Mapping[str, Any] | None = None, *,
+            presets: Mapping[str, Mapping[str, Any]] | None = None, cls: type = PretrainConfig) -> Any:
+    """The config of a run: ``cls()`` + the preset's overrides + ``overrides`` (later wins). Pure: the
+    environment switch is applied by the caller (:func:`preset_from_env`).
 
     Args:
         preset: a key of ``presets`` (default: TRAIN_PRESETS).
         overrides: dotted (``{"optim.lr": 1e-3}``) or nested overrides; strings are parsed as literals.
-        env: where to look for the switch (pass ``{}`` to ignore the environment).
         presets, cls: another preset table and config class, e.g. ``PROBE_PRESETS`` and ``ProbeConfig``.
 
     Raises:
         ValueError: unknown preset (listing the allowed ones), unknown key or wrong type (naming the key).
     """
     presets = TRAIN_PRESETS if presets is None else presets
-    preset = env.get(PRESET_ENV) or preset
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(presets)}")
     return apply_overrides(apply_overrides(cls(), presets[preset]), dict(overrides or {}))
@@ -394,6 +316,7 @@ def encoder_config(name: str = "vit_base", **overrides: Any) -> EncoderConfig:
 # --------------------------------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -402,6 +325,10 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Parse strings with literal_eval and check ``value`` against the annotation ``tp``."""
     origin = typing.get_origin(tp)
+    if origin is Literal:  # a choice set: the value must be one of its members (strings are not parsed)
+        if value not in choices(tp) or type(value) not in {type(c) for c in choices(tp)}:
+            raise ValueError(f"config key {key!r}: {value!r} is not a choice; allowed: {_allowed(tp)}")
+        return value
     if isinstance(value, str) and tp is not str:
         try:
             value = ast.literal_eval(value)
@@ -445,6 +372,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _tname(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
+
+
+def _allowed(tp: Any) -> str:
+    return ", ".join(map(str, choices(tp)))
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -553,23 +484,12 @@ def config_hash(cfg: Any) -> str:
 # Validation: bad values fail early with the allowed range in the message.
 # --------------------------------------------------------------------------------------------------------------
 
-_CHOICES = {
-    (MaskConfig, "mode"): ("tf", "tt", "ff", "unstructured", "none"),
-    (MaskConfig, "layout"): ("paper", "reference"),
-    (EncoderConfig, "sincos_layout"): ("paper", "reference"),
-    (EncoderConfig, "grad_ckpt_policy"): ("block", "attn", "mlp", "matmul"),
-    (AugmentConfig, "preset"): ("none", "aug2", "aug4", "aug6", "full"),
-    (RuntimeConfig, "precision"): ("auto", "fp32", "bf16", "fp16"),
-    (ProbeConfig, "loss"): ("auto", "bce", "ce"),
-    (FinetuneConfig, "loss"): ("auto", "bce", "ce"),
-}
-
-
 def validate(cfg: Any) -> None:
-    """Raise ValueError for out-of-range values of a (sub-)config."""
-    for (cls, name), allowed in _CHOICES.items():
-        if isinstance(cfg, cls) and getattr(cfg, name) not in allowed:
-            raise ValueError(f"{cls.__name__}.{name}={getattr(cfg, name)!r}; allowed: {', '.join(allowed)}")
+    """Raise ValueError for out-of-range values of a (sub-)config: a choice field (a ``Literal``) outside its
+    set, e.g. in a config built directly (``MaskConfig(mode="diag")``), and the ranges below."""
+    for name, tp in _field_types(type(cfg)).items():
+        if typing.get_origin(tp) is Literal and getattr(cfg, name) not in choices(tp):
+            raise ValueError(f"{type(cfg).__name__}.{name}={getattr(cfg, name)!r}; allowed: {_allowed(tp)}")
     if isinstance(cfg, MaskConfig):
         for name in ("ratio_time", "ratio_freq", "ratio"):
             r = getattr(cfg, name)

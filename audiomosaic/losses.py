@@ -1,8 +1,9 @@
 """NT-Xent (SimCLR) over two views (docs/method.md §6). Pure functions of embeddings; the cross-rank gather is passed in.
 
 For local embeddings z_a, z_b (n, d) and their gathered copies over all ranks (m = n * world, d), the row of
-anchor a_i holds sim(a_i, every gathered b) and sim(a_i, every gathered a except itself), divided by ``tau``; its
-target is b_i, at column ``offset + i`` where ``offset = rank * n``. Symmetrically for b_i. The loss is the mean
+anchor a_i holds sim(a_i, every gathered b) and sim(a_i, every gathered a), divided by ``tau``, with -inf in place
+of sim(a_i, a_i) (2m columns, 2m - 1 candidates); its target is b_i, at column ``offset + i`` where
+``offset = rank * n``. Symmetrically for b_i. The loss is the mean
 cross-entropy over the 2n anchors, which equals the single-process loss on the combined batch once every rank's
 loss is averaged (what DDP's gradient averaging does).
 """
@@ -22,13 +23,18 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 def nt_xent_logits(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.1, gather: Gather | None = None,
                    offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (2n, 2m - 1) and targets (2n,) of the symmetric NT-Xent.
+    """Logits and targets of the symmetric NT-Xent, for n local pairs among m gathered ones (m = n * world).
 
     Args:
         z_a, z_b: (n, d) embeddings of the two views (not yet normalised).
         tau: temperature.
-        gather: differentiable all-gather along dim 0 (identity in one process).
+        gather: differentiable all-gather along dim 0, (n, d) -> (m, d) (identity in one process), called on the
+            normalised ``z_a`` and then on the normalised ``z_b``.
         offset: index of this rank's first example in the gathered batch (rank * n).
+    Returns:
+        logits (2n, 2m) float32: rows a_0..a_{n-1}, b_0..b_{n-1}; columns [the other view's m | the same view's m],
+        the anchor's own column in the second block is -inf (so 2m - 1 candidates remain);
+        targets (2n,) long: ``offset + i`` for both a_i and b_i (the positive sits in the first block).
     """
     if z_a.shape != z_b.shape or z_a.ndim != 2:
         raise ValueError(f"z_a and z_b must both be (n, d), got {tuple(z_a.shape)} and {tuple(z_b.shape)}")

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import torch
 
+from audiomosaic.config import Layout, MaskMode, choices
+
 Grid = tuple[int, int]  # (n_time, n_freq)
 Masks = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # keep_idx, restore_idx, mask
 
-LAYOUTS = ("paper", "reference")
-MODES = ("tf", "tt", "ff", "unstructured", "none")
+LAYOUTS: tuple[str, ...] = choices(Layout)  # MaskConfig.layout's choice set (declared in config.py)
+MODES: tuple[str, ...] = choices(MaskMode)  # MaskConfig.mode's
 
 
 def _check_ratio(ratio: float, name: str = "ratio") -> None:

@@ -53,13 +53,20 @@ import numpy as np
 import torch
 
 from audiomosaic.config import PretrainConfig, apply_overrides, encoder_config
-from audiomosaic.train.dist import DistInfo
-from audiomosaic.train.pretrain import TwoViews, build_trainer, contrastive_loss, make_loader, pretrain_dataset, train_step
-from audiomosaic.frontend import samples_for_frames
 from audiomosaic.masking import view_masks
 from audiomosaic.model import train_flops_per_clip
+from audiomosaic.train.dist import DistInfo
 from audiomosaic.train.optim import cosine_lr, set_lr
+from audiomosaic.train.pretrain import (
+    TwoViews,
+    build_trainer,
+    contrastive_loss,
+    make_loader,
+    pretrain_dataset,
+    train_step,
+)
 from audiomosaic.train.runtime import autocast, resolve_device, resolve_precision
+from audiomosaic.train.step import optimizer_step
 
 LEVELS = ("step", "train_step", "end_to_end", "memory")
 QUICK = dict(model="vit_nano", frames=128, batch=[4], ckpt=[0.0, 0.5], compile=[0], warmup=1, steps=2,
@@ -146,20 +153,19 @@ def token_counts(cfg: PretrainConfig, grid_: tuple[int, int]) -> list[int]:
 # ------------------------------------------------------------------------------------------------ one step
 
 def spec_step(t, spec_a: torch.Tensor, spec_b: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``engine.train_step`` from the masks on, for spectrograms already on the device. No host sync."""
+    """``audiomosaic.train.pretrain.train_step`` from the masks on, for spectrograms already on the device. No host sync."""
     m = t.cfg.mask
     set_lr(t.optimizer, cosine_lr(t.step, t.schedule))
     (keep_a, _, _), (keep_b, _, _) = view_masks(
         m.mode, spec_a.shape[0], t.raw.grid, ratio_time=m.ratio_time, ratio_freq=m.ratio_freq, ratio=m.ratio,
         layout=m.layout, generator=t.generator, device=t.device)
-    with autocast(t.device, t.dtype):
-        loss, top1 = contrastive_loss(t.model, spec_a, keep_a, spec_b, keep_b, t.cfg.tau, 0)
-    t.scaler.scale(loss).backward()
-    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in t.raw.parameters() if p.grad is not None])
-    t.scaler.step(t.optimizer)
-    t.scaler.update()
-    t.optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss.detach(), "top1": top1, "grad_norm": grad_norm}
+
+    def forward(views: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        loss, top1 = contrastive_loss(t.model, *views, t.cfg.tau, 0)
+        return {"loss": loss, "top1": top1}
+
+    return optimizer_step([(spec_a, keep_a, spec_b, keep_b)], forward, t.optimizer, t.scaler, t.raw.parameters(),
+                          device=t.device, dtype=t.dtype, grad_clip=t.cfg.optim.grad_clip)
 
 
 def synthetic_batch(t, batch: int, level: str) -> tuple:

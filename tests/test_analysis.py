@@ -19,7 +19,7 @@ from audiomosaic.model import create_model
 # -------------------------------------------------------------------------------------------------------- grids
 
 def test_ablation_grid_is_the_cartesian_product_in_key_order() -> None:
-    base = resolve("smoke", env={})
+    base = resolve("smoke")
     points = analysis.ablation_grid(base, {"mask.ratio_time": [0.4, 0.6], "mask.ratio_freq": [0.2, 0.3, 0.5]})
     assert [p for p, _ in points][:2] == [{"mask.ratio_time": 0.4, "mask.ratio_freq": 0.2},
                                           {"mask.ratio_time": 0.4, "mask.ratio_freq": 0.3}]
@@ -104,7 +104,7 @@ def test_effective_rank_study_has_one_row_per_encoder_and_mask(nano: torch.nn.Mo
 
 
 def test_load_specs_reads_files_like_the_batched_front_end(tmp_path: Path) -> None:
-    cfg = resolve("smoke", env={}).frontend
+    cfg = resolve("smoke").frontend
     t = np.arange(16000) / 16000
     paths = []
     for i, (hz, n) in enumerate(((440, 16000), (880, 8000))):  # the second clip is shorter than 1 s

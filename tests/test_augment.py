@@ -14,7 +14,7 @@ from audiomosaic.augment.chain import (OPS, PRESET_OPS, TwoViewAugment, add_nois
                                  two_view_fbank)
 from audiomosaic.augment.filters import bandstop_response, highpass_response
 from audiomosaic.augment.vocoder import istft, phase_vocoder, stft
-from audiomosaic.config import AugmentConfig, FrontendConfig
+from audiomosaic.config import AugmentConfig, AugmentPreset, FrontendConfig, choices
 
 SR = 16000
 
@@ -275,6 +275,12 @@ def test_firing_rates_within_binomial_interval():
             rate = p[f"{op}_fires"][view].float().mean().item()
             half = 2.576 * math.sqrt(probs[op] * (1 - probs[op]) / n)  # 99% normal approximation
             assert abs(rate - probs[op]) < half, (op, view, rate)
+
+
+def test_preset_table_covers_exactly_the_config_choices():
+    # AugmentConfig.preset's choice set is declared once (config.AugmentPreset); the table maps each to its ops
+    assert tuple(PRESET_OPS) == choices(AugmentPreset)
+    assert all(PRESET_OPS[a] == PRESET_OPS[b][:len(PRESET_OPS[a])] for a, b in zip(PRESET_OPS, list(PRESET_OPS)[1:]))
 
 
 @pytest.mark.parametrize("preset", list(PRESET_OPS))

@@ -1,4 +1,4 @@
-"""Embedding API: windows, timestamps, batches, HEAR shapes, checkpoint formats and the CLI on real files."""
+"""Embedding API: windows, timestamps, batches, the HEAR wrappers, checkpoint formats and the CLI on real files."""
 import json
 import subprocess
 import sys
@@ -80,15 +80,17 @@ def test_batches_lists_and_sample_rates(model):
         emb.embed(np.zeros(100, np.float32), SR)
 
 
-def test_hear_api_shapes_and_milliseconds(export):
+def test_hear_functions_wrap_embed(export):
+    """The HEAR scene embedding is ``embed``'s; HEAR timestamps are 50-ms segment centres, not window centres
+    (the HEAR contract itself is tested in tests/test_hear.py)."""
     emb = audiomosaic.embed.load_model(str(export), device="cpu")
     audio = torch.randn(3, int(2.0 * SR))
     scene = audiomosaic.embed.get_scene_embeddings(audio, emb)
+    torch.testing.assert_close(scene, emb.embed(audio, SR)["embedding"])
+    torch.testing.assert_close(emb.embed(audio[0], SR)["timestamps"], torch.tensor([0.64, 1.92]))
     ts_emb, ts = audiomosaic.embed.get_timestamp_embeddings(audio, emb)
-    assert scene.shape == (3, emb.scene_embedding_size)
-    assert ts_emb.shape == (3, 2, emb.timestamp_embedding_size) and ts.shape == (3, 2)
-    torch.testing.assert_close(ts[0], torch.tensor([640.0, 1920.0]))
-    torch.testing.assert_close(ts_emb.mean(1), scene)
+    assert ts_emb.shape == (3, 40, emb.timestamp_embedding_size)
+    torch.testing.assert_close(ts[1], torch.arange(40, dtype=torch.float32) * 50 + 25)
 
 
 def test_load_resume_checkpoint_uses_its_config(tmp_path, model):

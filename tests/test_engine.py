@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -47,7 +46,7 @@ def test_tiny_model_overfits_a_fixed_batch(one_thread: None) -> None:
                             "frontend.num_mel_bins": 64, "augment.preset": "none", "augment.roll_mag": False,
                             "encoder.drop_path_rate": 0.0, "optim.lr": 2e-3, "optim.min_lr": 1e-5,
                             "optim.warmup_epochs": 0.0, "optim.weight_decay": 0.0, "data.batch_size": n,
-                            "max_steps": steps}, env={})
+                            "max_steps": steps})
     t = build_trainer(cfg, DistInfo(), steps_per_epoch=steps)
     wav = tones(n, 0.66)  # 64 frames
     lengths = torch.full((n,), wav.shape[1])
@@ -73,13 +72,10 @@ def test_fill_batch_repeats_usable_clips() -> None:
 
 def test_smoke_preset_end_to_end(tiny_corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "audiomosaic", "pretrain", "--preset", "smoke", "--run-dir", str(run),
                           f"data.root={tiny_corpus}"], capture_output=True, text=True, timeout=300)
-    elapsed = time.perf_counter() - t0
     assert out.returncode == 0, out.stderr[-3000:]
-    assert elapsed < 120, f"smoke run took {elapsed:.0f} s"
-    cfg = resolve("smoke", env={})
+    cfg = resolve("smoke")
     saved = json.loads((run / "config.json").read_text())
     assert saved["config"]["encoder"]["embed_dim"] == cfg.encoder.embed_dim
     d = saved["derived"]
@@ -101,8 +97,7 @@ def test_smoke_preset_end_to_end(tiny_corpus: Path, tmp_path: Path) -> None:
 
 
 def test_non_finite_loss_raises(tiny_corpus: Path, tmp_path: Path) -> None:
-    cfg = resolve("smoke", {"data.root": str(tiny_corpus), "tau": 0.0, "max_steps": 2, "data.num_workers": 0},
-                  env={})
+    cfg = resolve("smoke", {"data.root": str(tiny_corpus), "tau": 0.0, "max_steps": 2, "data.num_workers": 0})
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         pretrain(cfg, tmp_path / "nan")
 
@@ -117,7 +112,7 @@ def test_unreadable_files_are_skipped_and_counted(tiny_corpus: Path, tmp_path: P
     entries = [{**e, "wav": str((tiny_corpus / e["wav"]).resolve())} for e in good] + bad
     manifest = tmp_path / "pool.json"
     manifest.write_text(json.dumps({"data": entries}))
-    cfg = resolve("smoke", {"data.manifest": str(manifest), "optim.epochs": 2, "data.num_workers": 0}, env={})
+    cfg = resolve("smoke", {"data.manifest": str(manifest), "optim.epochs": 2, "data.num_workers": 0})
     summary = pretrain(cfg, tmp_path / "run")
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [(r["step"], r["epoch"], r["skipped"]) for r in records] == [(2, 0, 4), (4, 1, 4)]
@@ -149,7 +144,7 @@ def test_pretrain_pool_adds_the_onthefly_train_splits(tiny_corpus: Path, tmp_pat
     n = 6 + stored % 2  # an even total: two full batches, as the sampler drops a partial one
     OnTheFlySpeech(n_items=n).write(root / "onthefly" / "speech_large.json", seed=0)
     cfg = resolve("smoke", {"data.root": str(root), "data.onthefly": ("all",), "data.batch_size": (stored + n) // 2,
-                            "data.num_workers": 2}, env={})
+                            "data.num_workers": 2})
     ds = pretrain_dataset(cfg, DistInfo())
     assert len(ds) == stored + n
     clip = int(cfg.data.clip_seconds * cfg.frontend.sample_rate)
@@ -160,5 +155,5 @@ def test_pretrain_pool_adds_the_onthefly_train_splits(tiny_corpus: Path, tmp_pat
     rendered = [b["wav"][b["index"] >= stored] for b in batches]
     assert torch.cat(rendered).abs().amax(1).gt(0).all()  # speech, not silence
     with pytest.raises(ValueError, match="notes_large"):
-        pretrain_dataset(resolve("smoke", {"data.root": str(root), "data.onthefly": ("notes_large",)}, env={}),
+        pretrain_dataset(resolve("smoke", {"data.root": str(root), "data.onthefly": ("notes_large",)}),
                          DistInfo())

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from audiomosaic.train.checkpoint import list_resume, save_weights
-from audiomosaic.config import FINETUNE_PRESETS, FinetuneConfig, resolve
+from audiomosaic.config import FinetuneConfig, resolve
+from audiomosaic.presets import FINETUNE_PRESETS
 from audiomosaic.cli.evaluate import finetune_main as main
 from audiomosaic.augment.supervised import beta, mixup, spec_augment, spec_noise
 from audiomosaic.train.finetune import WeightedEpochBatchSampler, build_classifier, class_balanced_weights, run_finetune
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 def _cfg(corpus, **kw):
     base = {"data.root": str(corpus), "data.task": "inst11", "encoder.depth": 2, "encoder.embed_dim": 64,
             "encoder.num_heads": 2, "optim.blr": 3e-2, "mixup": 0.0, "optim.warmup_epochs": 1.0}
-    return resolve("smoke", {**base, **kw}, env={}, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
+    return resolve("smoke", {**base, **kw}, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
 
 
 # ------------------------------------------------------------------------------------------ augmentations

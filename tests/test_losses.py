@@ -55,6 +55,47 @@ def test_shape_mismatch_raises():
         nt_xent(torch.randn(3, 4), torch.randn(4, 4))
 
 
+def test_fake_gather_with_offsets_equals_one_process_on_the_combined_batch():
+    """One process plays each rank of a world of 2. The fake gather returns the combined batch with the local
+    embeddings in this rank's place, i.e. it concatenates the other rank's fixed (normalised) embeddings before or
+    after them, as all_gather would. Each rank's logits are then its rows of the combined batch's logits, and the
+    mean of the ranks' losses (what DDP averages) is the combined-batch loss, gradients included."""
+    n, world, d, tau = 3, 2, 8, 0.1
+    g = torch.Generator().manual_seed(0)
+    za = torch.randn(n * world, d, generator=g, requires_grad=True)
+    zb = torch.randn(n * world, d, generator=g, requires_grad=True)
+    full_logits, full_target = nt_xent_logits(za, zb, tau)
+    ref = nt_xent(za, zb, tau)
+    ref_ga, ref_gb = torch.autograd.grad(ref, (za, zb), retain_graph=True)
+
+    def rank_logits(rank, offset):
+        lo, hi = rank * n, (rank + 1) * n
+        banks = iter([F.normalize(za, dim=1), F.normalize(zb, dim=1)])  # nt_xent gathers z_a, then z_b
+
+        def fake_gather(x):
+            other = next(banks)
+            return torch.cat([other[:lo], x, other[hi:]])  # (n * world, d): this rank's rows are its own
+
+        return nt_xent_logits(za[lo:hi], zb[lo:hi], tau, gather=fake_gather, offset=offset)
+
+    losses = []
+    for rank in range(world):
+        logits, target = rank_logits(rank, offset=rank * n)
+        rows = torch.cat([torch.arange(rank * n, (rank + 1) * n), n * world + torch.arange(rank * n, (rank + 1) * n)])
+        assert logits.shape == (2 * n, 2 * n * world) and target.shape == (2 * n,)
+        torch.testing.assert_close(logits, full_logits[rows], rtol=0, atol=1e-6)
+        assert torch.equal(target, full_target[rows])
+        losses.append(F.cross_entropy(logits, target))
+    mean = torch.stack(losses).mean()
+    assert mean.item() == pytest.approx(ref.item(), rel=1e-6)
+    ga, gb = torch.autograd.grad(mean, (za, zb))
+    torch.testing.assert_close(ga, ref_ga, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gb, ref_gb, rtol=1e-5, atol=1e-7)
+    # the offset is what points each anchor at its own positive: rank 1 with offset 0 scores rank 0's pairs
+    wrong = F.cross_entropy(*rank_logits(1, offset=0))
+    assert wrong.item() != pytest.approx(losses[1].item(), rel=1e-3)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from audiomosaic.masking import (freq_mask, gather_tokens, no_mask, restore_tokens, single_mask, time_mask,
-                                 unstructured_mask, view_masks)
+from audiomosaic.config import Layout, MaskConfig, MaskMode, apply_overrides, choices
+from audiomosaic.masking import (LAYOUTS, MODES, freq_mask, gather_tokens, no_mask, restore_tokens, single_mask,
+                                 time_mask, unstructured_mask, view_masks)
 
 GRIDS = {1024: (64, 8), 512: (32, 8), 128: (8, 8)}
 
@@ -107,6 +108,13 @@ def test_single_mask_kinds():
 def test_bad_ratio_raises(bad):
     with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
         time_mask(1, (64, 8), bad)
+
+
+def test_mode_and_layout_sets_are_the_configs():
+    assert (MODES, LAYOUTS) == (choices(MaskMode), choices(Layout))
+    for mode in MODES:  # every mode the config accepts is one view_masks draws
+        cfg = apply_overrides(MaskConfig(), {"mode": mode})
+        view_masks(cfg.mode, 1, (8, 8), layout=cfg.layout)
 
 
 def test_bad_mode_and_layout_raise():

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from audiomosaic.config import ENCODER_PRESETS, EncoderConfig, encoder_config
+from audiomosaic.config import EncoderConfig, encoder_config
 from audiomosaic.masking import time_mask, view_masks
 from audiomosaic.model import AudioMosaic, create_model, param_count
 from audiomosaic.pos_embed import resize_pos_embed, sincos_2d
+from audiomosaic.presets import ENCODER_PRESETS
 
 PRESETS = ["vit_nano", "vit_mini", "vit_tiny", "vit_small", "vit_base"]
 
@@ -96,10 +97,21 @@ def test_sincos_matches_mae_convention():
     torch.testing.assert_close(t[1:, 4:].view(2, 3, 4)[:, 0], t[1:, 4:].view(2, 3, 4)[:, 2])
 
 
-def test_reference_sincos_layout_differs():
-    a = create_model("vit_nano", spec_size=(256, 128)).pos_embed
-    b = create_model("vit_nano", spec_size=(256, 128), sincos_layout="reference").pos_embed
-    assert not torch.allclose(a, b)
+def test_reference_sincos_layout_is_the_table_of_the_transposed_grid():
+    # 256 x 128 -> (n_time, n_freq) = (16, 8); the released code builds the table on the (n_freq, n_time) = (8, 16)
+    # grid and adds it to the time-major tokens (docs/method.md §5.3)
+    n_t, n_f, d = 16, 8, 64
+    paper = create_model("vit_nano", spec_size=(256, 128)).pos_embed.detach()[0]
+    ref = create_model("vit_nano", spec_size=(256, 128), sincos_layout="reference").pos_embed.detach()[0]
+    torch.testing.assert_close(paper, sincos_2d(d, (n_t, n_f)), rtol=0, atol=0)
+    torch.testing.assert_close(ref, sincos_2d(d, (n_f, n_t)), rtol=0, atol=0)
+    # what that means: read on its own (n_freq, n_time) grid and transposed back to (n_time, n_freq), the reference
+    # table is the paper's with its two halves swapped (time encoded where the paper encodes frequency) ...
+    back = ref[1:].view(n_f, n_t, d).transpose(0, 1)  # (n_t, n_f, d)
+    swapped = torch.cat([back[..., d // 2:], back[..., :d // 2]], dim=-1)
+    torch.testing.assert_close(swapped, paper[1:].view(n_t, n_f, d), rtol=0, atol=0)
+    # ... but the tokens are time-major, so token (t, f) gets the row of grid cell divmod(t * n_f + f, n_t) instead
+    assert not torch.allclose(ref, paper)
 
 
 def test_custom_size_and_presets():

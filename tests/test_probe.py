@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from audiomosaic.train.checkpoint import save_weights
-from audiomosaic.config import PROBE_PRESETS, ProbeConfig, resolve
+from audiomosaic.config import ProbeConfig, resolve
+from audiomosaic.presets import PROBE_PRESETS
 from audiomosaic.data import Item, Manifest
 from audiomosaic.cli.evaluate import probe_main as main
 from audiomosaic.model import create_model
@@ -19,7 +20,7 @@ from audiomosaic.train.runlog import MetricsLog, read_metrics
 
 
 def _cfg(corpus, **kw):
-    return resolve("smoke", {"data.root": str(corpus), **kw}, env={}, presets=PROBE_PRESETS, cls=ProbeConfig)
+    return resolve("smoke", {"data.root": str(corpus), **kw}, presets=PROBE_PRESETS, cls=ProbeConfig)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")

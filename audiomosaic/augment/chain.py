@@ -45,14 +45,16 @@ from audiomosaic.augment.filters import (
     map_rows,
 )
 from audiomosaic.augment.vocoder import HOP, N_FFT, pitch_shift, time_stretch
-from audiomosaic.config import AugmentConfig, FrontendConfig
+from audiomosaic.config import AugmentConfig, AugmentPreset, FrontendConfig
 from audiomosaic.frontend import fbank_batch
 
 __all__ = ["PRESET_OPS", "TwoViewAugment", "add_noise_snr", "apply_chain", "bandstop", "gain_db", "highpass",
            "pitch_shift", "polarity", "roll_mag", "sample_params", "time_stretch", "two_view_fbank"]
 
 # The authors' cumulative presets (docs/method.md §3); roll_mag is switched separately by AugmentConfig.roll_mag.
-PRESET_OPS: dict[str, tuple[str, ...]] = {
+# The names are AugmentConfig.preset's choice set, ``AugmentPreset`` (config.py); tests/test_augment.py checks that
+# this table covers exactly those names, in their order.
+PRESET_OPS: dict[AugmentPreset, tuple[str, ...]] = {
     "none": (),
     "aug2": ("polarity", "time_stretch"),
     "aug4": ("polarity", "time_stretch", "noise", "gain"),

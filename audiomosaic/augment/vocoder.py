@@ -137,48 +137,103 @@ def _take_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.reshape(b * t, f).index_select(0, flat.reshape(-1)).view(b, idx.shape[1], f)
 
 
+def _mag_and_phasors(spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """|X| and X / |X| of a (B, T, F) STFT, each with one extra frame T: zero magnitude, unit phasor 1 (librosa's
+    zero padding after the last frame). A zero-magnitude bin gets the phasor 1 (``np.angle(0) = 0``).
+
+    Written with contiguous passes only: re^2 and im^2 in one pass over the interleaved (real) view, their sum,
+    rsqrt, then X * rsqrt; ``abs()`` of a complex tensor (hypot) and real ops on strided re / im views measured
+    3-6x slower on CPU.
+    Returns:
+        (B, T + 1, F) float magnitudes and (B, T + 1, F) complex unit phasors.
+    """
+    b, t_in, n_bins = spec.shape
+    sq = torch.view_as_real(spec).square()
+    power = torch.add(sq[..., 0], sq[..., 1])  # (B, T, F), contiguous
+    del sq
+    inv = power.rsqrt_()  # 1 / |X|, inf where |X| = 0
+    mag = torch.zeros(b, t_in + 1, n_bins, device=spec.device)
+    unit = torch.empty(b, t_in + 1, n_bins, dtype=spec.dtype, device=spec.device)
+    unit[:, t_in] = 1.0
+    torch.mul(spec, inv, out=unit[:, :t_in])
+    torch.reciprocal(inv, out=mag[:, :t_in])  # exactly 0 where |X| = 0
+    # silence: 0 * inf above; must not stall the phase (max() == inf: 10x cheaper than isinf().any() on CPU)
+    if spec.is_cuda or float(inv.max()) == math.inf:
+        unit[:, :t_in].masked_fill_(mag[:, :t_in] == 0, 1.0)
+    return mag, unit
+
+
+def _frame_positions(rate: torch.Tensor, n_out: int, t_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output frame t reads input position t * rate: (B, n_out) floor j (long) and fraction alpha (float32)."""
+    step = torch.arange(n_out, device=rate.device, dtype=torch.float32)[None] * rate[:, None].float()
+    j = step.floor().long()
+    return j, step - j
+
+
 def phase_vocoder(spec: torch.Tensor, rate: torch.Tensor, n_out: int,
-                  max_bin: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  max_bin: torch.Tensor | None = None, sync_free: bool | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched librosa ``phase_vocoder``: output frame t reads input position t * rate[b].
 
-    Magnitudes are interpolated linearly between the two neighbouring input frames; the phase starts at frame 0's
-    and advances by the phase difference of those neighbours. librosa's ``phi_advance + principal(dphase)`` is that
-    same rotation modulo 2 pi, so it is accumulated here as a cumulative product of unit phasors
-    u_{j+1} conj(u_j), which needs no ``atan2``/``cos``/``sin``. Positions past the input end read zero frames,
-    as librosa's two frames of zero padding do (the phase of a zero-magnitude frame never matters).
+    Magnitudes are interpolated linearly between the two neighbouring input frames j_t = floor(t rate) and j_t + 1;
+    the phase starts at frame 0's and, from output frame t - 1 to t, advances by the phase difference of input
+    frames j_{t-1} and j_{t-1} + 1. librosa's ``phi_advance + principal(dphase)`` is that same rotation modulo 2 pi,
+    so it is done with unit phasors u = X / |X| (no ``atan2`` / ``cos`` / ``sin``). Positions past the input end
+    read zero frames, as librosa's two frames of zero padding do (the phase of a zero-magnitude frame never matters).
+
+    The phase of output frame t is u_0 prod_{s < t} u_{j_s + 1} conj(u_{j_s}). Two ways to evaluate it:
+
+    - CPU (default): the product telescopes. With k_t = j_{t-1} + 1 (k_0 = 0) it equals u_{k_t} C_t, where
+      C_t = prod_{s < t} u_{k_s} conj(u_{j_s}) and every factor with k_s = j_s (input read one frame further, the
+      usual case) is 1. Only the "events" where the read position repeats or skips a frame (a fraction |1 - rate|
+      of the frames) enter a short cumulative product; the rest is two row gathers and two multiplies.
+    - CUDA (``sync_free``): the rotations of all frames, one gather and ``torch.cumprod`` (no data-dependent
+      shapes, so no host sync).
 
     Args:
         spec: (B, T, F) complex STFT from :func:`stft`.
         rate: (B,) time-stretch rates (> 1 faster).
         n_out: frames in the output buffer (the same for every example).
         max_bin: optional (B,) float; bins above it are zeroed (the pitch shifter's anti-alias low-pass).
+        sync_free: force (True) or forbid (False) the CUDA formulation; default: True on CUDA only.
     Returns:
         (B, n_out, F) complex STFT and (B,) long: the frames librosa would produce, #{t : t * rate < T}; the
         later ones are zero and must not count in the istft normalisation.
     """
     b, t_in, n_bins = spec.shape
-    ri = torch.view_as_real(spec)
-    mag = ri[..., 0].square().addcmul_(ri[..., 1], ri[..., 1]).sqrt_()  # complex abs() is ~4x slower on CPU
-    unit = spec * mag.reciprocal()
-    if spec.is_cuda or mag.min() == 0:  # np.angle(0) = 0 as librosa; silence must not stall the phase (0 * inf)
-        unit.masked_fill_(mag == 0, 1.0)
-    # advance[:, 0] = u_0 (the start phase), advance[:, 1 + j] = rotation from input frame j to j + 1.
-    advance = torch.empty(b, t_in + 1, n_bins, dtype=spec.dtype, device=spec.device)
-    advance[:, 0] = unit[:, 0]
-    torch.mul(unit[:, 1:], unit[:, :-1].conj(), out=advance[:, 1:t_in])
-    advance[:, t_in] = unit[:, t_in - 1].conj()  # into the zero padding, whose phasor is 1
-    step = torch.arange(n_out, device=spec.device, dtype=torch.float32)[None] * rate[:, None].float()
-    j = step.floor().long()  # (B, n_out)
-    alpha = step - j
-    idx = torch.cat([torch.zeros_like(j[:, :1]), 1 + j[:, :-1].clamp(max=t_in - 1)], dim=1)  # past the end: m = 0
-    phase = _cumprod_time(_take_frames(advance, idx))  # (B, n_out, F) unit phasors
-    w0 = ((1 - alpha) * (j < t_in))[..., None]  # frames past the end are zero
-    w1 = (alpha * (j + 1 < t_in))[..., None]
-    m = _take_frames(mag, j.clamp(max=t_in - 1)).mul_(w0)
-    m.addcmul_(_take_frames(mag, (j + 1).clamp(max=t_in - 1)), w1)
+    sync_free = spec.is_cuda if sync_free is None else sync_free
+    mag, unit = _mag_and_phasors(spec)  # frame t_in: |X| = 0, u = 1
+    j, alpha = _frame_positions(rate, n_out, t_in)
+    n_valid = (j < t_in).sum(1)  # = #{t : t * rate < T}, as the float32 steps round
+    jc = j.clamp(max=t_in)  # frames past the end read the zero frame t_in
+    # magnitudes: lerp of frames j and j + 1 (both clamped to the zero frame)
+    m = _take_frames(mag, jc).lerp_(_take_frames(mag, (j + 1).clamp_(max=t_in)), alpha[..., None])
     if max_bin is not None:
         m.mul_((torch.arange(n_bins, device=spec.device)[None] <= max_bin[:, None]).to(m.dtype)[:, None])
-    return phase.mul_(m), (step < t_in).sum(1)
+    k = torch.cat([torch.zeros_like(j[:, :1]), (j[:, :-1] + 1).clamp_(max=t_in)], dim=1)
+    if sync_free:
+        # rotation into k_t from k_t - 1 for every frame; at t = 0 the start phasor u_0
+        prev = torch.cat([torch.zeros_like(k[:, :1]), k[:, 1:] - 1], dim=1)
+        rot = _take_frames(unit, k)
+        if t_in > 0:
+            rot[:, 1:].mul_(_take_frames(unit, prev[:, 1:]).conj())
+        return torch.cumprod(rot, dim=1).mul_(m), n_valid
+    out = _take_frames(unit, k)
+    # events: output frames s >= 1 (inside the input) whose k_s != j_s; their factors u_{k_s} conj(u_{j_s})
+    event = (k != jc) & (j < t_in)
+    rows, cols = event.nonzero(as_tuple=True)
+    if rows.numel():
+        flat = unit.view(b * (t_in + 1), n_bins)
+        base = rows * (t_in + 1)
+        d = flat.index_select(0, base + k[rows, cols]).mul_(flat.index_select(0, base + jc[rows, cols]).conj())
+        rank = event.cumsum(1)  # events at or before t; C_t uses those before t
+        n_ev = int(rank[:, -1].max())
+        factors = torch.ones(b, n_ev + 1, n_bins, dtype=spec.dtype, device=spec.device)
+        factors.view(-1, n_bins).index_copy_(0, rows * (n_ev + 1) + rank[rows, cols], d)
+        factors = _cumprod_time(factors)
+        before = torch.cat([torch.zeros_like(rank[:, :1]), rank[:, :-1]], dim=1)
+        out.mul_(_take_frames(factors, before))
+    return out.mul_(m), n_valid
 
 
 def _stretch_frames(length: int, n_fft: int, hop: int) -> int:

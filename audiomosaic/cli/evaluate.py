@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from audiomosaic.config import FINETUNE_PRESETS, PROBE_PRESETS, FinetuneConfig, ProbeConfig, parse_kv, resolve
+from audiomosaic.config import FinetuneConfig, ProbeConfig, parse_kv, preset_from_env, resolve
+from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
 from audiomosaic.train.finetune import run_finetune
 from audiomosaic.train.probe import format_results, run_probe
 from audiomosaic.train.runlog import default_run_dir
@@ -18,7 +19,7 @@ def _parser(kind: str, description: str, epilog: str, checkpoint_help: str, resu
             ) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m audiomosaic {kind}", description=description, epilog=epilog)
     p.add_argument("--checkpoint", default=None, help=checkpoint_help)
-    p.add_argument("--preset", default="cpu", help="settings preset (default: cpu)")
+    p.add_argument("--preset", default="cpu", help="settings preset (default: cpu; $AUDIOMOSAIC_PRESET replaces it)")
     p.add_argument("--run-dir", default=None, help=f"output folder (default: runs/{kind}-<preset>-<time>)")
     p.add_argument("--resume", action="store_true", help=resume_help)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.epochs=5")
@@ -29,12 +30,13 @@ def _run(kind: str, args: argparse.Namespace, presets: dict, cls: type,
          run: Callable[[Any, Path], dict[str, Any]]) -> tuple[Any, Path, dict[str, Any]] | None:
     """Resolve the config, check the arguments, run; None (after a one-line message) on bad input."""
     try:
-        cfg = resolve(args.preset, parse_kv(args.overrides), presets=presets, cls=cls)
+        preset = preset_from_env(args.preset)  # $AUDIOMOSAIC_PRESET replaces --preset
+        cfg = resolve(preset, parse_kv(args.overrides), presets=presets, cls=cls)
         if args.checkpoint is None and not args.resume:
             raise ValueError("--checkpoint is required (or --resume with an existing --run-dir)")
         if args.resume and args.run_dir is None:
             raise ValueError("--resume needs --run-dir")
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(kind, args.preset)
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(kind, preset)
         return cfg, run_dir, run(cfg, run_dir)
     except ValueError as e:
         print(f"audiomosaic {kind}: {e}", file=sys.stderr)

@@ -12,6 +12,7 @@ import yaml
 
 from audiomosaic.lab.runner import (
     check_params,
+    check_preset,
     load_params,
     notebook_parameters,
     notebook_paths,
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         unused = sorted(set(extra) - set().union(*declared.values()))
         if unused:
             raise ValueError(f"-p {unused}: declared by none of {', '.join(nb.stem for nb in nbs)}")
+        for nb in nbs:
+            if "preset" in extra and "preset" in declared[nb]:
+                check_preset(nb.stem, extra["preset"])
     except (ValueError, OSError) as e:
         print(f"audiomosaic run-notebooks: {e}", file=sys.stderr)
         return 2

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
 
-from audiomosaic.config import (
-    PRESET_ENV,
-    PROBE_PRESETS,
-    TRAIN_PRESETS,
-    PretrainConfig,
-    apply_overrides,
-    from_dict,
-    parse_kv,
-    resolve,
-)
+from audiomosaic.config import PretrainConfig, apply_overrides, from_dict, parse_kv, preset_from_env, resolve
+from audiomosaic.presets import PROBE_PRESETS, TRAIN_PRESETS
 from audiomosaic.train.dist import cleanup, init_distributed, print0
 from audiomosaic.train.main_job import main_job
 from audiomosaic.train.pretrain import pretrain, restarted
@@ -60,7 +51,7 @@ def _config(args: argparse.Namespace, resume: bool) -> tuple[PretrainConfig, str
     overrides: dict[str, Any] = parse_kv(args.overrides)
     if args.no_progress:
         overrides["runtime.progress"] = False
-    preset = os.environ.get(PRESET_ENV) or args.preset or "cpu"
+    preset = preset_from_env(args.preset or "cpu")
     if resume and args.run_dir and (Path(args.run_dir) / "config.json").exists():
         return apply_overrides(from_dict(PretrainConfig, read_config(args.run_dir)), overrides), preset
     return resolve(preset, overrides), preset

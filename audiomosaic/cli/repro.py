@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from audiomosaic.config import FINETUNE_PRESETS, PROBE_PRESETS, FinetuneConfig, ProbeConfig, parse_kv, resolve
+from audiomosaic.config import FinetuneConfig, ProbeConfig, parse_kv, resolve
+from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
 from audiomosaic.repro.suites import SUITES, TASKS, Context, check_conditions, run_suite
 
 
@@ -52,9 +53,9 @@ def context(args: argparse.Namespace) -> Context:
         head, _, rest = k.partition(".")
         split[head if head in ("probe", "finetune") and rest else ""][rest if head in ("probe", "finetune") else k] = v
     check_conditions(args.conditions)
-    resolve(args.preset, split[""], env={})
-    resolve(args.probe_preset, split["probe"], env={}, presets=PROBE_PRESETS, cls=ProbeConfig)
-    resolve(args.finetune_preset, split["finetune"], env={}, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
+    resolve(args.preset, split[""])
+    resolve(args.probe_preset, split["probe"], presets=PROBE_PRESETS, cls=ProbeConfig)
+    resolve(args.finetune_preset, split["finetune"], presets=FINETUNE_PRESETS, cls=FinetuneConfig)
     return Context(args.preset, args.probe_preset, args.finetune_preset, tuple(args.tasks), tuple(args.seeds),
                    Path(args.out), Path(args.run_root), split[""], split["probe"], split["finetune"],
                    tuple(args.finetune_tasks))

@@ -33,7 +33,8 @@ BUILD_VERSION = 1  # bump whenever a builder's output for a given seed changes
 
 
 def build(recipe: str, out: str | os.PathLike, seed: int = 0, progress: bool = True, workers: int | None = None,
-          force: bool = False, cache: str | os.PathLike | None = None) -> Path:
+          force: bool = False, cache: str | os.PathLike | None = None, source: str = "default",
+          source_dir: str | os.PathLike | None = None) -> Path:
     """Build (or reuse) the corpus of ``recipe`` in ``out`` and return ``out``.
 
     Args:
@@ -45,13 +46,17 @@ def build(recipe: str, out: str | os.PathLike, seed: int = 0, progress: bool = T
         workers: render processes (default: the usable CPU count).
         force: rebuild even if ``out`` holds a complete build of the same recipe and seed.
         cache: where Debian packages are downloaded/extracted (default :func:`audiomosaic.paths.cache_dir`).
+        source: ``spoof`` only: the corpus whose clips are the bona fide side (``default`` or ``tiny``).
+        source_dir: ``spoof`` only: where that corpus is (default ``data/built/<source>``; built if missing).
 
     Raises:
         ValueError: unknown recipe (naming the allowed ones).
     """
     all_recipes = recipes()
+    if recipe == "spoof":
+        return _build_spoof(Path(out), seed, progress, workers, force, cache, source, source_dir)
     if recipe not in all_recipes:
-        raise ValueError(f"unknown recipe {recipe!r}; allowed: {', '.join(all_recipes)}")
+        raise ValueError(f"unknown recipe {recipe!r}; allowed: {', '.join([*all_recipes, 'spoof'])}")
     out = Path(out)
     if not force and is_built(out, recipe, seed):
         return out
@@ -108,13 +113,34 @@ def leakage_report(out: str | os.PathLike) -> dict[str, int]:
     return report
 
 
-def is_built(out: str | os.PathLike, recipe: str, seed: int = 0) -> bool:
-    """True when ``out`` holds a complete build of ``recipe`` and ``seed`` by this builder version."""
+def is_built(out: str | os.PathLike, recipe: str, seed: int = 0, source: str = "default") -> bool:
+    """True when ``out`` holds a complete build of ``recipe`` and ``seed`` (and ``source`` for ``spoof``) by
+    this builder version."""
+    from audiomosaic.data.spoof import SPOOF_VERSION
+
     stamp = Path(out) / "build_info.json"
     if not stamp.is_file():
         return False
     info = json.loads(stamp.read_text())
+    if recipe == "spoof":
+        return (info.get("recipe"), info.get("seed"), info.get("version"), info.get("source")) == \
+            (recipe, int(seed), SPOOF_VERSION, source)
     return (info.get("recipe"), info.get("seed"), info.get("version")) == (recipe, int(seed), BUILD_VERSION)
+
+
+def _build_spoof(out: Path, seed: int, progress: bool, workers: int | None, force: bool,
+                 cache: str | os.PathLike | None, source: str, source_dir: str | os.PathLike | None) -> Path:
+    """The spoof corpus (:mod:`.spoof`) from a built ``source`` corpus, building that first when needed."""
+    from audiomosaic.data.spoof import SOURCE_TASKS, SpoofRecipe, build_spoof
+    from audiomosaic.paths import data_dir
+
+    if source not in SOURCE_TASKS:
+        raise ValueError(f"unknown spoof source {source!r}; allowed: {', '.join(SOURCE_TASKS)}")
+    if not force and is_built(out, "spoof", seed, source):
+        return out
+    src = Path(source_dir) if source_dir else data_dir(source)
+    build(source, src, seed=seed, progress=progress, workers=workers, cache=cache)  # reused when complete
+    return build_spoof(out, src, SpoofRecipe(source=source), seed=seed, workers=workers, progress=progress)
 
 
 def _plan(tasks: tuple, seed: int, cache: Path) -> tuple[list[TaskPlan], list, dict[str, str]]:

@@ -20,11 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from audiomosaic.config import FrontendConfig, MaskConfig, apply_overrides, config_hash, to_dict
+from audiomosaic.config import (FinetuneConfig, FrontendConfig, MaskConfig, ProbeConfig, apply_overrides, config_hash,
+                                resolve, to_dict)
 from audiomosaic.frontend import fbank_batch
 from audiomosaic.masking import single_mask, time_freq_mask
 from audiomosaic.metrics import effective_rank
 from audiomosaic.model import AudioMosaic
+from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
 
 # The result-table API, re-exported: the notebooks and audiomosaic.repro.suites call it as analysis.*.
 from audiomosaic.repro.results import (  # noqa: F401
@@ -127,8 +129,6 @@ def evaluate_encoder(weights: str | Path, preset: str, run_dir: str | Path, eval
     Returns:
         ``{"task", "metric", "value", "eval_config_hash"}`` (last epoch, docs/method.md Decision 5).
     """
-    from audiomosaic.config import FINETUNE_PRESETS, PROBE_PRESETS, FinetuneConfig, ProbeConfig, resolve
-
     if evaluate == "probe":
         cfg = resolve(preset, {"heads": ("linear",), "all_layers": False, "layers": (-1,), **dict(overrides or {})},
                       presets=PROBE_PRESETS, cls=ProbeConfig)
@@ -199,7 +199,6 @@ def finetune_jobs(preset: str, tasks: Sequence[str], overrides: Mapping[str, Any
         tasks: task names, ``["all"]`` (every task of the preset's corpus, built on first use) or ``[]``.
         overrides: dotted FinetuneConfig keys for every job (``data.root`` only for the corpus tasks).
     """
-    from audiomosaic.config import FINETUNE_PRESETS, FinetuneConfig, resolve
     from audiomosaic.lab.runner import repo_path
     from audiomosaic.train.probe import corpus_root
 

@@ -8,7 +8,8 @@ section per notebook, named after it (``10_pretrain``)::
 
 A notebook receives ``common`` (only the keys it declares) updated by its own section. A key that no notebook
 declares, or a section key its notebook does not declare, is a ValueError: papermill itself only warns about
-unknown parameters (docs/notebooks.md §3).
+unknown parameters (docs/notebooks.md §3). So is a ``preset`` that is not in the preset tables its notebook reads
+(:data:`PRESET_TABLES`).
 
 CLI: ``python -m audiomosaic run-notebooks --params notebooks/params/smoke.yaml --out runs/exec [NB ...]``.
 Notebooks run with the ``python3`` kernel in their own folder (as JupyterLab and nbval do); path parameters are
@@ -25,9 +26,20 @@ from typing import Any, Iterator, Mapping, Sequence
 import yaml
 
 from audiomosaic.paths import repo_root
+from audiomosaic.presets import REGISTRIES
 
 COMMON = "common"
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+# The preset tables (audiomosaic.presets.REGISTRIES) in which a notebook looks up its `preset` parameter; a notebook
+# not listed reads only the pre-training table. 40/41 evaluate every point with the same preset name (a probe or a
+# fine-tune), 50 takes the probe preset's task.
+PRESET_TABLES: dict[str, tuple[str, ...]] = {
+    "20_linear_probe": ("probe",),
+    "30_finetune": ("finetune",),
+    "40_ablation_masking": ("train", "probe", "finetune"),
+    "41_ablation_batch_size": ("train", "probe", "finetune"),
+    "50_effective_rank": ("train", "probe"),
+}
 
 
 def notebook_dir() -> Path:
@@ -124,12 +136,25 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return data
 
 
-def check_params(params: Mapping[str, Mapping[str, Any]], notebooks: Sequence[str | os.PathLike]) -> None:
-    """Every section names a notebook, every section key is that notebook's parameter, every common key is
-    declared by at least one notebook.
+def check_preset(notebook: str, preset: Any) -> None:
+    """``preset`` must be an entry of every preset table that ``notebook`` reads (:data:`PRESET_TABLES`).
 
     Raises:
-        ValueError: naming the offending section and keys.
+        ValueError: naming the notebook, the preset and the allowed names.
+    """
+    kinds = PRESET_TABLES.get(notebook, ("train",))
+    allowed = [name for name in REGISTRIES[kinds[0]] if all(name in REGISTRIES[k] for k in kinds[1:])]
+    if preset not in allowed:
+        raise ValueError(f"{notebook}: unknown preset {preset!r}; allowed ({' and '.join(kinds)} presets): "
+                         f"{', '.join(allowed)}")
+
+
+def check_params(params: Mapping[str, Mapping[str, Any]], notebooks: Sequence[str | os.PathLike]) -> None:
+    """Every section names a notebook, every section key is that notebook's parameter, every common key is
+    declared by at least one notebook, and the ``preset`` each notebook receives is one it can resolve.
+
+    Raises:
+        ValueError: naming the offending section and keys, or the notebook and its unknown preset.
     """
     declared = {Path(nb).stem: set(notebook_parameters(nb)) for nb in notebooks}
     for section, values in params.items():
@@ -142,6 +167,10 @@ def check_params(params: Mapping[str, Mapping[str, Any]], notebooks: Sequence[st
         elif set(values) - declared[section]:
             raise ValueError(f"{section}: {sorted(set(values) - declared[section])} are not parameters; "
                              f"allowed: {', '.join(sorted(declared[section]))}")
+    for stem, names in declared.items():
+        got = {**params.get(COMMON, {}), **params.get(stem, {})}
+        if "preset" in names and "preset" in got:
+            check_preset(stem, got["preset"])
 
 
 def params_for(nb: str | os.PathLike, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -32,8 +32,6 @@ import pandas as pd
 import torch
 
 from audiomosaic.config import (
-    FINETUNE_PRESETS,
-    PROBE_PRESETS,
     FinetuneConfig,
     MaskConfig,
     PretrainConfig,
@@ -43,6 +41,7 @@ from audiomosaic.config import (
     to_dict,
 )
 from audiomosaic.lab.analysis import mask_ratio, strategy_ratio_points
+from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
 
 TASKS = ("kws35", "inst11", "drums7")
 # tf on the 8 x 8 grid of 1-s clips keeps 3 of 8 time columns (24 tokens) in one view and 4 of 8 frequency rows
@@ -144,7 +143,7 @@ def code_version() -> str:
 
 def pretrain_config(ctx: Context, cond: Condition, seed: int) -> PretrainConfig:
     """Preset + the suite's overrides + the condition's + the seed (later wins)."""
-    return resolve(ctx.preset, {**ctx.overrides, **cond.overrides, "runtime.seed": seed}, env={})
+    return resolve(ctx.preset, {**ctx.overrides, **cond.overrides, "runtime.seed": seed})
 
 
 def corpus(cfg: PretrainConfig) -> Path:
@@ -174,7 +173,7 @@ def probe_config(ctx: Context, pre: PretrainConfig, task: str, seed: int,
     ov = {"data.cache_features": True, "data.num_workers": 0, "runtime.progress": False, **ctx.probe_overrides,
           **dict(extra or {}), "data.root": str(corpus(pre)), "data.task": task, "runtime.seed": seed,
           "encoder": to_dict(pre.encoder), "frontend": to_dict(pre.frontend)}
-    return resolve(ctx.probe_preset, ov, env={}, presets=PROBE_PRESETS, cls=ProbeConfig)
+    return resolve(ctx.probe_preset, ov, presets=PROBE_PRESETS, cls=ProbeConfig)
 
 
 def encoder_or_random(ctx: Context, cond: Condition, seed: int) -> tuple[PretrainConfig, str, dict[str, Any]]:
@@ -337,7 +336,7 @@ def finetune_suite(ctx: Context, conditions: Sequence[Condition] = EVAL_CONDITIO
                 ov = {"data.num_workers": 0, "runtime.progress": False, **ctx.finetune_overrides,
                       "data.root": str(corpus(pre)), "data.task": task, "runtime.seed": seed,
                       "encoder": to_dict(pre.encoder), "frontend": to_dict(pre.frontend)}
-                cfg = resolve(ctx.finetune_preset, ov, env={}, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
+                cfg = resolve(ctx.finetune_preset, ov, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
                 t0 = time.perf_counter()
                 res = run_finetune(cfg, weights, run_dir(ctx, "finetune", cond, pre, cfg), resume=True)
                 rows.append({"model": cond.name, "task": res["task"], "metric": res["metric"], "value": res["value"],

@@ -43,11 +43,13 @@ from audiomosaic.train.runtime import (
     EpochBatchSampler,
     ResumableBatchSampler,
     autocast,
+    derive_seed,
     grad_scaler,
     resolve_device,
     resolve_precision,
     seed_everything,
 )
+from audiomosaic.train.step import optimizer_step, split_batch
 
 # ---------------------------------------------------------------------------------------------- sampling
 
@@ -134,8 +136,8 @@ class Run:
 def train_step(r: Run, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One optimiser step on a batch of waveforms; returns device scalars (no host sync)."""
     cfg, dev = r.cfg, r.device
-    g = torch.Generator().manual_seed(cfg.runtime.seed * 1_000_003 + r.step)
-    torch.manual_seed(cfg.runtime.seed * 1_000_003 + r.step)  # drop path
+    g = torch.Generator().manual_seed(derive_seed(cfg.runtime.seed, r.step))
+    torch.manual_seed(derive_seed(cfg.runtime.seed, r.step))  # drop path
     wav, lengths, target = batch["wav"].to(dev), batch["length"].to(dev), batch["target"].to(dev)
     if cfg.roll_mag:
         shift = (torch.rand(len(wav), generator=g).to(dev) * lengths).long()
@@ -147,21 +149,17 @@ def train_step(r: Run, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     keep = None
     if cfg.mask_t_prob > 0 or cfg.mask_f_prob > 0:
         keep = time_freq_mask(len(wav), r.model.grid, cfg.mask_t_prob, cfg.mask_f_prob, g, dev)[0]
-    lr = cosine_lr(r.step, r.schedule)
-    set_lr(r.optimizer, lr)
+    set_lr(r.optimizer, cosine_lr(r.step, r.schedule))
     r.model.train()
-    with autocast(dev, r.dtype):
-        logits = r.model(spec, keep)
-    loss = task_loss(logits, target, r.loss_kind, r.class_weights)
-    r.scaler.scale(loss).backward()
-    if cfg.optim.grad_clip > 0:
-        r.scaler.unscale_(r.optimizer)
-        torch.nn.utils.clip_grad_norm_(r.model.parameters(), cfg.optim.grad_clip)
-    r.scaler.step(r.optimizer)
-    r.scaler.update()
-    r.optimizer.zero_grad(set_to_none=True)
+
+    def forward(mb: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+        spec_mb, target_mb, keep_mb = mb
+        return {"loss": task_loss(r.model(spec_mb, keep_mb), target_mb, r.loss_kind, r.class_weights)}
+
+    out = optimizer_step(split_batch((spec, target, keep), cfg.optim.accum_steps), forward, r.optimizer, r.scaler,
+                         r.model.parameters(), device=dev, dtype=r.dtype, grad_clip=cfg.optim.grad_clip)
     r.step += 1
-    return {"loss": loss.detach()}
+    return {"loss": out["loss"]}
 
 
 @torch.no_grad()

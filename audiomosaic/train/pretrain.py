@@ -1,4 +1,9 @@
-"""Contrastive pre-training (docs/method.md §7); the command line is :mod:`audiomosaic.cli.pretrain`.
+"""Pre-training (docs/method.md §7); the command line is :mod:`audiomosaic.cli.pretrain`.
+
+``objective=contrastive`` (AudioMosaic) is described below. ``objective=mae`` is the generative baseline the paper
+argues against, trained by the same loop on the same data: one augmented view per clip, an unstructured mask of
+``mae.mask_ratio``, a light decoder and the MSE of normalised masked patches (:mod:`audiomosaic.mae`); only the
+encoder is exported, so probes and fine-tuning read both kinds of run alike.
 
 A step: the DataLoader only decodes waveforms; on the training device the batch becomes two augmented views
 (:func:`audiomosaic.augment.chain.two_view_fbank`), each view gets its mask (time columns vs frequency rows,
@@ -15,7 +20,6 @@ import os
 import signal
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +30,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from audiomosaic.augment.chain import two_view_fbank
+from audiomosaic.augment.chain import apply_chain, sample_params, two_view_fbank
+from audiomosaic.augment.filters import map_rows
 from audiomosaic.config import DataConfig, PretrainConfig, config_changes, to_dict
+from audiomosaic.frontend import fbank_batch
 from audiomosaic.losses import contrastive_accuracy, nt_xent_logits
+from audiomosaic.mae import DecoderConfig, MaskedAutoencoder
 from audiomosaic.masking import view_masks
 from audiomosaic.model import AudioMosaic, param_count
 from audiomosaic.train.checkpoint import list_resume, load_resume, save_resume, save_weights
@@ -37,14 +44,15 @@ from audiomosaic.train.optim import Schedule, build_adamw, cosine_lr, make_sched
 from audiomosaic.train.runlog import DeviceMeter, MetricsLog, capture_rng, progress_bar, restore_rng, write_config
 from audiomosaic.train.runtime import (
     EpochBatchSampler,
-    autocast,
     backend_settings,
     convert_sync_batchnorm,
+    derive_seed,
     grad_scaler,
     resolve_device,
     resolve_precision,
     seed_everything,
 )
+from audiomosaic.train.step import optimizer_step, split_batch
 
 
 class TwoViews(nn.Module):
@@ -81,8 +89,9 @@ class Trainer:
     """Everything a step needs, plus the run's position (``step``) and its logging window."""
 
     cfg: PretrainConfig
-    model: nn.Module  # TwoViews, DDP-wrapped when world > 1
-    raw: AudioMosaic  # the bare encoder (possibly compiled in place): saved, and owns the parameter groups
+    model: nn.Module  # what a step calls: TwoViews or MaskedAutoencoder, DDP-wrapped when world > 1
+    raw: AudioMosaic  # the bare encoder (possibly compiled in place): exported as encoder.safetensors
+    trained: nn.Module  # every trained weight (raw, or raw + MAE decoder): resume checkpoints and the optimiser
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     schedule: Schedule
@@ -109,35 +118,38 @@ def make_views(t: Trainer, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[to
     return spec_a, keep_a, spec_b, keep_b
 
 
+def one_view(t: Trainer, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(n, S) waveforms -> (n, 1, T, F): the first of the two views' augmentation draws (the masked-reconstruction
+    objective sees one view per clip; the same chain and parameters as the contrastive runs' view A)."""
+    p = {k: v if v.ndim == 0 else v[0] for k, v in sample_params(t.cfg.augment, wav.shape[0], t.generator,
+                                                                  wav.device).items()}
+    a = t.cfg.augment
+    view = apply_chain(wav, p, t.cfg.frontend.sample_rate, lengths, a.vocoder_n_fft, a.vocoder_hop,
+                       max(a.pitch_semitones))
+    return map_rows(lambda x, n: fbank_batch(x, t.cfg.frontend, n), view, lengths)
+
+
 def train_step(t: Trainer, wav: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
     """One optimiser step on a local batch (n, S), split into ``optim.accum_steps`` micro-batches.
 
     Returns device tensors (no host sync): ``loss``, ``top1`` (means over micro-batches), ``grad_norm``.
     """
     set_lr(t.optimizer, cosine_lr(t.step, t.schedule))
-    stats: list[torch.Tensor] = []
-    chunks = list(zip(wav.chunk(t.cfg.optim.accum_steps), lengths.chunk(t.cfg.optim.accum_steps)))
-    for i, (w, n) in enumerate(chunks):
-        last = i == len(chunks) - 1
-        # DDP all-reduces gradients only on the last micro-batch (docs/style.md 8).
-        with t.model.no_sync() if isinstance(t.model, DDP) and not last else nullcontext():
-            spec_a, keep_a, spec_b, keep_b = make_views(t, w, n)
-            with autocast(t.device, t.dtype):
-                loss, top1 = contrastive_loss(t.model, spec_a, keep_a, spec_b, keep_b, t.cfg.tau,
-                                              t.info.rank * w.shape[0])
-            t.scaler.scale(loss / len(chunks)).backward()
-        stats.append(torch.stack([loss.detach(), top1]))
-    t.scaler.unscale_(t.optimizer)  # a no-op unless fp16
-    params = [p for p in t.raw.parameters() if p.grad is not None]
-    if t.cfg.optim.grad_clip > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.cfg.optim.grad_clip)
-    else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    t.scaler.step(t.optimizer)
-    t.scaler.update()
-    t.optimizer.zero_grad(set_to_none=True)
-    loss, top1 = torch.stack(stats).mean(0)
-    return {"loss": loss, "top1": top1, "grad_norm": grad_norm}
+
+    def forward(views: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        loss, top1 = contrastive_loss(t.model, *views, t.cfg.tau, t.info.rank * views[0].shape[0])
+        return {"loss": loss, "top1": top1}
+
+    def reconstruct(spec: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = t.model(spec, t.generator)
+        return {"loss": out["loss"], "baseline": out["baseline"]}
+
+    mae = t.cfg.objective == "mae"
+    return optimizer_step(split_batch((wav, lengths), t.cfg.optim.accum_steps), reconstruct if mae else forward,
+                          t.optimizer, t.scaler, t.trained.parameters(), device=t.device, dtype=t.dtype,
+                          grad_clip=t.cfg.optim.grad_clip,
+                          prepare=(lambda mb: one_view(t, *mb)) if mae else (lambda mb: make_views(t, *mb)),
+                          ddp=t.model if isinstance(t.model, DDP) else None)
 
 
 def fill_batch(wav: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +185,7 @@ def train_one_epoch(t: Trainer, loader: torch.utils.data.DataLoader, epoch: int,
         done = t.step >= t.schedule.total_steps
         if t.step % rt.log_every == 0 or done:
             last = log_window(t, epoch, log)
-            bar.set_postfix(loss=f"{last['loss']:.4f}", top1=f"{last['top1']:.3f}", refresh=False)
+            bar.set_postfix({k: f"{last[k]:.4f}" for k in ("loss", "top1", "baseline") if k in last}, refresh=False)
         if t.step % rt.ckpt_every == 0 or done:
             save_checkpoint(t, epoch, run_dir)
         if t.step == rt.fail_at_step and t.first_attempt and t.info.rank == t.info.world_size - 1:
@@ -196,7 +208,8 @@ def log_window(t: Trainer, epoch: int, log: MetricsLog) -> dict[str, Any]:
         raise FloatingPointError(f"non-finite loss ({values['loss']}) within the {t.cfg.runtime.log_every} steps "
                                  f"before step {t.step}; lower optim.lr or check the data")
     now = time.perf_counter()
-    record = {"step": t.step, "epoch": epoch, "loss": values["loss"], "top1": values["top1"],
+    stats = {k: values[k] for k in ("loss", "top1", "baseline") if k in values}  # baseline: predict-the-mean MSE
+    record = {"step": t.step, "epoch": epoch, **stats,
               "lr": cosine_lr(t.step - 1, t.schedule), "grad_norm": values["grad_norm"],
               "skipped": round(values["skipped"] * t.info.world_size),
               "clips_per_s": t.window[1] / max(now - t.window[0], 1e-9), "time": now - t.t0}
@@ -215,7 +228,7 @@ def save_checkpoint(t: Trainer, epoch: int, run_dir: Path) -> None:
         ranks = [None] * t.info.world_size if t.info.is_main else None
         dist.gather_object(local, ranks, dst=0)
     if t.info.is_main:
-        state = {"model": t.raw.state_dict(), "optimizer": t.optimizer.state_dict(),
+        state = {"model": t.trained.state_dict(), "optimizer": t.optimizer.state_dict(),
                  "scaler": t.scaler.state_dict(), "step": t.step, "epoch": epoch, "config": to_dict(t.cfg),
                  "world_size": t.info.world_size, "ranks": ranks}
         save_resume(state, run_dir, t.step, t.cfg.runtime.keep_ckpts)
@@ -226,14 +239,14 @@ def restore(t: Trainer, state: dict[str, Any]) -> None:
     changed = config_changes(state["config"], t.cfg)
     if changed:
         warnings.warn(f"config sections {changed} differ from the checkpoint's ({state['path']})", stacklevel=2)
-    t.raw.load_state_dict(state["model"])
+    t.trained.load_state_dict(state["model"])
     t.optimizer.load_state_dict(state["optimizer"])
     t.scaler.load_state_dict(state["scaler"])
     t.step = int(state["step"])
     if state["world_size"] != t.info.world_size:
         warnings.warn(f"checkpoint written by {state['world_size']} ranks, resuming on {t.info.world_size}: "
                       "random streams restart from the seed", stacklevel=2)
-        t.generator.manual_seed(t.cfg.runtime.seed * 1_000_003 + t.step * 101 + t.info.rank)
+        t.generator.manual_seed(derive_seed(t.cfg.runtime.seed, t.step, t.info.rank))
         return
     local = state["ranks"][t.info.rank]
     restore_rng(local["rng"], {"augment": t.generator})
@@ -288,33 +301,46 @@ def build_trainer(cfg: PretrainConfig, info: DistInfo, steps_per_epoch: int) -> 
     device = resolve_device(cfg.runtime.device, info.local_rank)
     dtype = resolve_precision(cfg.runtime.precision, device)
     seed_everything(cfg.runtime.seed)  # the same initial weights on every rank
-    raw = AudioMosaic(cfg.encoder).to(device)
-    if info.enabled:
-        raw = convert_sync_batchnorm(raw, device)  # projector BNs see the global batch (docs/method.md §4, sync_bn)
-    optimizer = build_adamw(raw, cfg.optim)
+    if cfg.objective == "mae":
+        m = cfg.mae
+        trained: nn.Module = MaskedAutoencoder(cfg.encoder, DecoderConfig(
+            m.decoder_dim, m.decoder_depth, m.decoder_heads, m.decoder_mlp_ratio, m.norm_pix_loss), m.mask_ratio)
+        raw = trained.encoder
+        raw.fc_norm.requires_grad_(False)  # only normalises pooled features: no gradient under reconstruction
+    else:
+        raw = trained = AudioMosaic(cfg.encoder)
+        if info.enabled:
+            raw = trained = convert_sync_batchnorm(raw, device)  # projector BNs see the global batch (§4, sync_bn)
+    trained.to(device)
+    optimizer = build_adamw(trained, cfg.optim)
     if cfg.runtime.compile:
         raw.compile()  # in place: state-dict keys stay clean
-    model: nn.Module = TwoViews(raw)
+    model: nn.Module = trained if cfg.objective == "mae" else TwoViews(raw)
     if info.enabled:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     seed_everything(cfg.runtime.seed + info.rank)  # drop path differs between ranks
-    generator = torch.Generator(device=device).manual_seed(cfg.runtime.seed * 1_000_003 + info.rank)
+    generator = torch.Generator(device=device).manual_seed(derive_seed(cfg.runtime.seed, info.rank))
     global_batch = cfg.data.batch_size * info.world_size
     schedule = make_schedule(cfg.optim, steps_per_epoch, global_batch, cfg.max_steps)
-    return Trainer(cfg, model, raw, optimizer, grad_scaler(device, dtype), schedule, generator, device, dtype, info)
+    return Trainer(cfg, model, raw, trained, optimizer, grad_scaler(device, dtype), schedule, generator, device, dtype,
+                   info)
 
 
 def derived_values(t: Trainer, num_clips: int, steps_per_epoch: int) -> dict[str, Any]:
     """What config.json records next to the config: the pure consequences of config + data + world size."""
     s = t.schedule
-    (ka, _, _), (kb, _, _) = view_masks(t.cfg.mask.mode, 1, t.raw.grid, ratio_time=t.cfg.mask.ratio_time,
-                                        ratio_freq=t.cfg.mask.ratio_freq, ratio=t.cfg.mask.ratio,
-                                        layout=t.cfg.mask.layout)
+    if t.cfg.objective == "mae":
+        visible = [math.floor(t.raw.num_tokens * (1 - t.cfg.mae.mask_ratio))]  # as masking.unstructured_mask
+    else:
+        (ka, _, _), (kb, _, _) = view_masks(t.cfg.mask.mode, 1, t.raw.grid, ratio_time=t.cfg.mask.ratio_time,
+                                            ratio_freq=t.cfg.mask.ratio_freq, ratio=t.cfg.mask.ratio,
+                                            layout=t.cfg.mask.layout)
+        visible = [ka.shape[1], kb.shape[1]]
     return {"lr": s.base_lr, "min_lr": s.min_lr, "total_steps": s.total_steps, "warmup_steps": s.warmup_steps,
             "steps_per_epoch": steps_per_epoch, "epochs": math.ceil(s.total_steps / steps_per_epoch),
             "global_batch": t.cfg.data.batch_size * t.info.world_size, "world_size": t.info.world_size,
-            "num_clips": num_clips, "grid": list(t.raw.grid), "tokens_per_view": [ka.shape[1], kb.shape[1]],
-            "params": param_count(t.raw), "device": str(t.device), "dtype": str(t.dtype).replace("torch.", "")}
+            "num_clips": num_clips, "grid": list(t.raw.grid), "tokens_per_view": visible,
+            "params": param_count(t.raw), "objective": t.cfg.objective, "device": str(t.device), "dtype": str(t.dtype).replace("torch.", "")}
 
 
 def restarted() -> bool:
@@ -366,15 +392,15 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, info: DistInfo) 
         if start == 0:
             t.skipped = 0
         loader.batch_sampler.set_epoch(epoch, start)
-        loader.generator.manual_seed(cfg.runtime.seed * 1_000_003 + epoch)  # worker seeds: a function of the epoch
+        loader.generator.manual_seed(derive_seed(cfg.runtime.seed, epoch))  # worker seeds: a function of the epoch
         last = train_one_epoch(t, loader, epoch, run_dir, log) or last
         if last:
-            print0(f"epoch {epoch}: step {t.step}/{t.schedule.total_steps} loss {last['loss']:.4f} "
-                   f"top1 {last['top1']:.3f} skipped {last['skipped']}")
+            shown = " ".join(f"{k} {last[k]:.4f}" for k in ("loss", "top1", "baseline") if k in last)
+            print0(f"epoch {epoch}: step {t.step}/{t.schedule.total_steps} {shown} skipped {last['skipped']}")
     weights = run_dir / "encoder.safetensors"
     if info.is_main:
         save_weights(t.raw, weights, {"frontend": to_dict(cfg.frontend), "pretrain": to_dict(cfg), "step": t.step})
     if info.enabled:
         dist.barrier()  # nobody leaves before the weights exist
     return {"run_dir": str(run_dir), "weights": str(weights), "init_weights": str(run_dir / "init.safetensors"),
-            "step": t.step, **{k: last[k] for k in ("loss", "top1") if k in last}}
+            "step": t.step, **{k: last[k] for k in ("loss", "top1", "baseline") if k in last}}

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from audiomosaic.config import (
-    PROBE_PRESETS,
     DataConfig,
     FinetuneConfig,
     ProbeConfig,
@@ -39,10 +38,12 @@ from audiomosaic.heads import ProbeHead, pooled_entries
 from audiomosaic.metrics import primary_metric, task_metrics
 from audiomosaic.model import AudioMosaic
 from audiomosaic.paths import cache_dir, data_dir
+from audiomosaic.presets import PROBE_PRESETS
 from audiomosaic.train.checkpoint import load_any
 from audiomosaic.train.optim import cosine_lr, make_schedule, param_groups, set_lr
 from audiomosaic.train.runlog import MetricsLog, default_run_dir, progress_bar, write_config, write_json_atomic
 from audiomosaic.train.runtime import autocast, resolve_device, resolve_precision, seed_everything
+from audiomosaic.train.step import optimizer_step, split_batch
 
 BEST_LABEL = "best-on-test epoch (optimistic model selection on the test set; docs/method.md Decision 5)"
 
@@ -207,6 +208,8 @@ def train_heads(heads: Mapping[str, ProbeHead], train: Mapping[str, torch.Tensor
     kind = loss_kind(cfg.loss, multi_label)
     opts = {name: _adamw(h, cfg) for name, h in heads.items()}
     g = torch.Generator().manual_seed(cfg.runtime.seed)
+    device = train["target"].device
+    no_scaling = torch.amp.GradScaler(device.type, enabled=False)  # heads train in fp32 on cached features
     history: dict[str, list[dict[str, Any]]] = {name: [] for name in heads}
     step = 0
     for epoch in range(cfg.optim.epochs):
@@ -218,13 +221,11 @@ def train_heads(heads: Mapping[str, ProbeHead], train: Mapping[str, torch.Tensor
             for name, head in heads.items():
                 head.train()
                 set_lr(opts[name], lr)
-                loss = task_loss(head(batch), batch["target"], kind)
-                opts[name].zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.optim.grad_clip)
-                opts[name].step()
-                sums[name] += loss.detach()
+                out = optimizer_step(split_batch(batch, cfg.optim.accum_steps),
+                                     lambda mb, h=head: {"loss": task_loss(h(mb), mb["target"], kind)}, opts[name],
+                                     no_scaling, head.parameters(), device=device, dtype=torch.float32,
+                                     grad_clip=cfg.optim.grad_clip)
+                sums[name] += out["loss"]
             step += 1
         last = epoch == cfg.optim.epochs - 1
         for name, head in heads.items():

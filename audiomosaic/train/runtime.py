@@ -22,6 +22,22 @@ import torch.nn as nn
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+SEED_STRIDE = 1_000_003  # a prime larger than any key combination a run produces
+KEY_BASE = 101  # keys after the first are combined in base 101 (step * 101 + rank)
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A stream's seed from the run seed and integer keys: ``seed * 1_000_003`` plus the keys in base 101.
+
+    ``derive_seed(s, k) = s * 1_000_003 + k`` and ``derive_seed(s, step, rank) = s * 1_000_003 + step * 101 + rank``:
+    the formulas the engines have always used, so committed results and resume checkpoints keep their streams.
+    """
+    combined = 0
+    for k in keys:
+        combined = combined * KEY_BASE + int(k)
+    return int(seed) * SEED_STRIDE + combined
+
+
 def seed_everything(seed: int) -> None:
     """Seed python's ``random``, numpy's global generator and torch (CPU and every CUDA device)."""
     random.seed(seed)
@@ -137,7 +153,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch, self.start = epoch, start
 
     def epoch_generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
 
     def __len__(self) -> int:
         return max(self.batches_per_epoch - self.start, 0)
