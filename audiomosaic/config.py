@@ -151,6 +151,9 @@ class DataConfig:
     # pre-training: render-on-the-fly sets of the corpus (``<root>/onthefly/<name>.json``, ``large`` recipe) whose
     # train split joins pretrain.json's pool, e.g. ("notes_large", "speech_large"); "all" = every spec there
     onthefly: tuple[str, ...] = field(default=(), metadata={HASH_IF_SET: True})
+    # pre-training: read whole files and cut each clip at a random ``clip_seconds`` window, drawn on the training
+    # device from the run's checkpointed generator (resume stays exact); False: the first ``clip_seconds``
+    random_crop: bool = field(default=False, metadata={HASH_IF_SET: True})
 
 
 @dataclass(frozen=True)

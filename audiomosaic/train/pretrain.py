@@ -129,12 +129,28 @@ def one_view(t: Trainer, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     return map_rows(lambda x, n: fbank_batch(x, t.cfg.frontend, n), view, lengths)
 
 
+def random_window(wav: torch.Tensor, lengths: torch.Tensor, clip: int, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, S) zero-padded waveforms of ``lengths`` -> (n, clip) windows at uniform random offsets within each
+    clip (offset 0 for clips no longer than ``clip``), with their new lengths. No host sync."""
+    span = (lengths - clip).clamp(min=0)
+    u = torch.rand(wav.shape[0], generator=generator, device=generator.device).to(wav.device)
+    offset = (u * (span + 1)).long().clamp(max=span)
+    idx = offset[:, None] + torch.arange(clip, device=wav.device)[None]
+    if wav.shape[1] < clip:  # every file shorter than the window: pad
+        wav = torch.nn.functional.pad(wav, (0, clip - wav.shape[1]))
+    return wav.gather(1, idx.clamp(max=wav.shape[1] - 1)) * (idx < lengths[:, None]), lengths.clamp(max=clip)
+
+
 def train_step(t: Trainer, wav: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
     """One optimiser step on a local batch (n, S), split into ``optim.accum_steps`` micro-batches.
 
     Returns device tensors (no host sync): ``loss``, ``top1`` (means over micro-batches), ``grad_norm``.
     """
     set_lr(t.optimizer, cosine_lr(t.step, t.schedule))
+    if t.cfg.data.random_crop:
+        clip = int(round(t.cfg.data.clip_seconds * t.cfg.frontend.sample_rate))
+        wav, lengths = random_window(wav, lengths, clip, t.generator)
 
     def forward(views: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         loss, top1 = contrastive_loss(t.model, *views, t.cfg.tau, t.info.rank * views[0].shape[0])
@@ -275,7 +291,8 @@ def pretrain_dataset(cfg: PretrainConfig, info: DistInfo) -> torch.utils.data.Da
     if not path.exists():
         raise ValueError(f"pre-training manifest {path} not found; set data.root to a built corpus or data.manifest")
     clip = int(round(cfg.data.clip_seconds * cfg.frontend.sample_rate))
-    ds = AudioDataset(load_manifest(path), cfg.frontend.sample_rate, clip_samples=clip)
+    # random_crop: whole files; train_step cuts the window (its draws are checkpointed, a worker's are not)
+    ds = AudioDataset(load_manifest(path), cfg.frontend.sample_rate, clip_samples=None if cfg.data.random_crop else clip)
     if not cfg.data.onthefly:
         return ds
     parts: list[torch.utils.data.Dataset] = [ds]
