@@ -188,6 +188,8 @@ class RuntimeConfig:
     # Testing only (elastic-restart tests): SIGKILL the last rank right after this step, on a first attempt only
     # (not after a resume or a torchrun restart). 0 = never.
     fail_at_step: int = 0
+    # pre-training: also export the encoder every this many steps (encoder-step<N>.safetensors: learning curves)
+    export_every: int = field(default=0, metadata={HASH_IF_SET: True})
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,13 @@ def test_probe_and_finetune_read_a_mae_encoder(mae_run: Path, tiny_corpus: Path,
                       mae_run / "encoder.safetensors", tmp_path / "ft")
     assert probe and ft
     assert (tmp_path / "probe" / "results.json").exists() and (tmp_path / "ft" / "results.json").exists()
+
+
+def test_mae_arm_starts_from_the_contrastive_arms_initial_weights(mae_run: Path, tiny_corpus: Path,
+                                                                  tmp_path: Path) -> None:
+    pretrain(_cfg(tiny_corpus, objective="contrastive", max_steps=1), tmp_path / "tf")
+    mae_init = load_file(mae_run / "init.safetensors")
+    tf_init = load_file(tmp_path / "tf" / "init.safetensors")
+    assert set(mae_init) < set(tf_init)  # the projector is the contrastive arm's only extra
+    for k, v in mae_init.items():
+        assert v.equal(tf_init[k]), k

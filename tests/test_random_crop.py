@@ -41,9 +41,12 @@ def test_random_window_pads_when_every_file_is_short() -> None:
 
 def test_random_crop_run_resumes_exactly(tiny_corpus: Path, tmp_path: Path) -> None:
     over = {"data.root": str(tiny_corpus), "data.random_crop": True, "data.clip_seconds": 0.5, "max_steps": 4,
+            "runtime.export_every": 2,
             "runtime.ckpt_every": 2, "runtime.log_every": 1, "runtime.keep_ckpts": 3}
     full, part = tmp_path / "full", tmp_path / "part"
     pretrain(resolve("smoke", over), full)
+    assert sorted(p.name for p in full.glob("encoder-step*.safetensors")) == [
+        "encoder-step000002.safetensors", "encoder-step000004.safetensors"]
     (part / "checkpoints").mkdir(parents=True)
     ck = sorted((full / "checkpoints").glob("step-*2.pt"))[0]
     (part / "checkpoints" / ck.name).write_bytes(ck.read_bytes())

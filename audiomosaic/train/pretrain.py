@@ -204,6 +204,9 @@ def train_one_epoch(t: Trainer, loader: torch.utils.data.DataLoader, epoch: int,
             bar.set_postfix({k: f"{last[k]:.4f}" for k in ("loss", "top1", "baseline") if k in last}, refresh=False)
         if t.step % rt.ckpt_every == 0 or done:
             save_checkpoint(t, epoch, run_dir)
+        if rt.export_every and t.step % rt.export_every == 0 and t.info.is_main:
+            save_weights(t.raw, run_dir / f"encoder-step{t.step:06d}.safetensors",
+                         {"frontend": to_dict(t.cfg.frontend), "pretrain": to_dict(t.cfg), "step": t.step})
         if t.step == rt.fail_at_step and t.first_attempt and t.info.rank == t.info.world_size - 1:
             os.kill(os.getpid(), signal.SIGKILL)  # elastic-restart tests only
         bar.update()
@@ -323,6 +326,10 @@ def build_trainer(cfg: PretrainConfig, info: DistInfo, steps_per_epoch: int) -> 
         trained: nn.Module = MaskedAutoencoder(cfg.encoder, DecoderConfig(
             m.decoder_dim, m.decoder_depth, m.decoder_heads, m.decoder_mlp_ratio, m.norm_pix_loss), m.mask_ratio)
         raw = trained.encoder
+        # Paired arms: the encoder starts from the contrastive run's initial weights of the same seed.
+        seed_everything(cfg.runtime.seed)
+        paired = AudioMosaic(cfg.encoder).state_dict()
+        raw.load_state_dict({k: v for k, v in paired.items() if not k.startswith("projector.")})
         raw.fc_norm.requires_grad_(False)  # only normalises pooled features: no gradient under reconstruction
     else:
         raw = trained = AudioMosaic(cfg.encoder)
