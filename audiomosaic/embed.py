@@ -3,13 +3,14 @@
 Audio is cut into windows of the trained input length (``frontend.target_frames`` frames of 10 ms, e.g. 10.24 s
 for 1024 frames), with a hop of one window unless asked otherwise; the last window is zero-padded (in the log-mel
 domain, exactly as training pads short clips). Each window gives the pooled, ``fc_norm``-ed representation
-(docs/method.md §4), or the token mean of one block's output with ``layer``; a clip's embedding is the mean over its windows.
+(docs/method.md §4), or the token mean of one block's output with ``layer``; a clip's embedding is the mean over its
+windows.
 
 The HEAR 2021 API (``load_model``, ``get_scene_embeddings``, ``get_timestamp_embeddings``; ``audiomosaic.hear`` is
 the module to name in hear-validator / hear-eval-kit) wraps the same :class:`Embedder`, a ``torch.nn.Module``:
 
 - scene embeddings are ``embed``'s clip embeddings;
-- timestamp embeddings come from the same windows, tiled without overlap: each patch column (16 frames = 160 ms)
+- timestamp embeddings come from windows tiled without overlap (whatever ``hop_seconds``): each patch column (160 ms)
   gives the mean of its n_freq tokens (time-major, docs/method.md §4), and these column features are linearly
   interpolated, then ``fc_norm``-ed, at the centres of ``timestamp_hop_ms`` segments: (j + 0.5) * hop for every
   j with a centre inside the clip. The cost is that of the scene embeddings (one forward pass per window); the
@@ -24,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from audiomosaic.config import FrontendConfig, from_dict
 from audiomosaic.frontend import fbank_batch, num_frames, resample, to_mono
@@ -69,15 +71,13 @@ def frontend_from_checkpoint(path: str | Path, model: AudioMosaic) -> FrontendCo
 def segment_centres_ms(n_samples: int, sample_rate: int, hop_ms: float) -> torch.Tensor:
     """Centres (j + 0.5) * hop of the hop-long segments whose centre lies inside the clip, in ms (float64).
 
-    Every centre is in (0, duration) and the last one >= duration - hop; a clip shorter than hop / 2 gets one
+    Every centre is in (0, duration) and the last one >= duration - hop; a clip no longer than hop / 2 gets one
     timestamp at its middle.
     """
     duration = n_samples * 1000.0 / sample_rate
     n = max(math.ceil(duration / hop_ms - 0.5), 0)
-    while n > 0 and (n - 0.5) * hop_ms >= duration:  # float rounding near an exact multiple
+    while n > 0 and (n - 0.5) * hop_ms >= duration:  # float rounding when duration / hop - 0.5 is an integer
         n -= 1
-    while (n + 0.5) * hop_ms < duration:
-        n += 1
     if n == 0:
         return torch.tensor([duration / 2], dtype=torch.float64)
     return (torch.arange(n, dtype=torch.float64) + 0.5) * hop_ms  # from the index, so no drift accumulates
@@ -129,7 +129,7 @@ class Embedder(nn.Module):
         hop = self.hop_seconds if hop_seconds is None else hop_seconds
         if hop is None:
             return self.frontend.target_frames
-        frames = int(round(hop * 1000 / self.frontend.frame_shift_ms))
+        frames = round(hop * 1000 / self.frontend.frame_shift_ms)
         if frames < 1:
             raise ValueError(f"hop_seconds={hop} is shorter than one {self.frontend.frame_shift_ms} ms frame")
         return frames
@@ -248,7 +248,7 @@ class Embedder(nn.Module):
         if len(audio) == 0:
             return torch.zeros(0, len(times), self.timestamp_embedding_size), torch.zeros(0, len(times))
         win, _ = self._windows(audio, cfg.target_frames)  # (B, n_win, 1, T, F): tiled, so columns are contiguous
-        b, n_win = win.shape[:2]
+        b = win.shape[0]
         cols = self._encode_columns(win.flatten(0, 1), self.layer)  # (B * n_win, n_time, D)
         cols = cols.reshape(b, -1, cols.shape[-1])  # (B, n_win * n_time, D) in time order
         n_cols = math.ceil(num_frames(audio.shape[1], cfg) / p)  # columns holding at least one real frame

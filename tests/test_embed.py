@@ -9,12 +9,12 @@ import soundfile as sf
 import torch
 
 import audiomosaic
-from audiomosaic.train.checkpoint import save_weights
 from audiomosaic.config import FrontendConfig, to_dict
 from audiomosaic.data.audio import read_audio
 from audiomosaic.embed import Embedder
 from audiomosaic.frontend import fbank, samples_for_frames
 from audiomosaic.model import create_model
+from audiomosaic.train.checkpoint import save_weights
 
 SR = 16000
 T = 128  # window: 128 frames = 1.28 s
