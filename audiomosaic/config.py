@@ -38,6 +38,8 @@ AugmentPreset = Literal["none", "aug2", "aug4", "aug6", "full"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Loss = Literal["auto", "bce", "ce"]
 Objective = Literal["contrastive", "mae"]  # pre-training objective: AudioMosaic or the generative baseline
+FinetuneHead = Literal["linear", "aasist"]  # fine-tuning head: linear on pooled tokens, AASIST over all tokens
+TokenOrder = Literal["flat", "grid"]  # AASIST temporal axis: the token sequence (authors) or true time columns
 
 
 def choices(tp: Any) -> tuple[Any, ...]:
@@ -242,6 +244,8 @@ class ProbeConfig(DownstreamConfig):
     layers: tuple[int, ...] = (-1,)  # linear heads on these entries: block i output, -1 = final output
     all_layers: bool = False  # add a linear head on every block output 0..depth-1 (layer-wise probe, Fig. 3)
     extract_batch: int = 64  # clips per frozen-encoder forward (no gradients: the size does not change results)
+    # > 1: report the mean test metric of the last this-many epochs (each evaluated; cuts epoch-to-epoch noise)
+    average_last: int = field(default=1, metadata={HASH_IF_SET: True})
 
 
 @dataclass(frozen=True)
@@ -267,6 +271,17 @@ class FinetuneConfig(DownstreamConfig):
     class_weights: tuple[float, ...] = ()  # ce class weights (EnvSDD: (0.1, 0.9)); () = unweighted
     folds: tuple[int, ...] = ()  # ESC-50 style: train on the other folds, test on each listed fold, average
     max_steps: int = 0  # > 0 caps the run (smoke runs)
+    # "aasist": encoder + AASIST graph back-end over all final tokens (audiomosaic.aasist; binary tasks, the authors'
+    # EnvSDD ``_aasist`` variant); "linear": the pooled-token linear head
+    head: FinetuneHead = field(default="linear", metadata={HASH_IF_SET: True})
+    aasist_token_order: TokenOrder = field(default="flat", metadata={HASH_IF_SET: True})  # see AASISTHead
+    # A held-out split (a manifest path, or a name = <train manifest's folder>/<name>.json): when set, it is the split
+    # evaluated during training (every eval_every epochs) and the best epoch is chosen on it (best.safetensors); the
+    # test split is then not read during training (audiomosaic.train.spoof).
+    dev_manifest: str = field(default="", metadata={HASH_IF_SET: True})
+    # Manifests (paths or names as dev_manifest) evaluated once after training, with the last and the best-on-dev
+    # model: per-set (and per-generator) EER/AUC for binary tasks with ``eer``, else the task metrics.
+    test_sets: tuple[str, ...] = field(default=(), metadata={HASH_IF_SET: True})
 
 
 # --------------------------------------------------------------------------------------------------------------

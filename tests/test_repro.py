@@ -4,6 +4,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import math
+
 import pytest
 import torch
 
@@ -15,6 +17,8 @@ from audiomosaic.config import config_hash
 from audiomosaic.repro.suites import LAYOUT, MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, pretrain_config
 from audiomosaic.cli.repro import main
 from audiomosaic.repro.check import compare
+from audiomosaic.repro.decide import primary_claims
+from audiomosaic.repro.stats import VERDICTS, verdict
 from audiomosaic.repro.report import claims_table, replace_section
 
 CONDS = ["tf_paper", "unstructured", "random_init"]
@@ -99,10 +103,14 @@ def test_report_writes_claims_and_keeps_other_sections(suite, tmp_path: Path) ->
     text = readme.read_text()
     assert text.count("## Claims") == 1 and "old text" not in text and "## Later\nkept" in text
     claims = pd.read_csv(out / "claims.csv")
-    first = claims.iloc[0]
+    primary = claims[claims["analysis"] == "primary (pre-registered)"]
+    assert len(primary) == 4 and (primary["verdict"] == "not run").all()  # no decide rows in this suite
+    pilot = claims[claims["analysis"].str.startswith("pilot")]
+    first = pilot.iloc[0]
     assert first["a"] == "tf_paper" and first["b"] == "unstructured" and first["n_pairs"] == 4
     assert "repro" in first["command"]
     assert (claims.loc[claims["table"] == "fig4c_batch_size", "verdict"] == "not run").all()
+    assert set(claims["verdict"]) <= {"not run", *VERDICTS}
 
 
 def test_replace_section_appends_when_missing() -> None:
@@ -218,3 +226,69 @@ def test_layout_suite_differs_from_paper_only_in_geometry(suite) -> None:
     masks = [view_masks("tf", 2, (6, 8), layout=lay, generator=torch.Generator().manual_seed(0))[0][0]
              for lay in ("paper", "reference")]
     assert masks[0].shape != masks[1].shape or not torch.equal(masks[0], masks[1])
+
+
+def test_verdict_vocabulary() -> None:
+    base = {"agrees": True, "p_holm": 0.01, "diff_mean": 0.05, "diff_ci_lo": 0.01, "diff_ci_hi": 0.09}
+    assert verdict(base) == "reproduced"
+    assert verdict({**base, "p_holm": 0.2}) == "inconclusive"  # not significant after Holm
+    assert verdict({**base, "agrees": False, "diff_mean": -0.05, "diff_ci_lo": -0.09, "diff_ci_hi": -0.01,
+                    "p_holm": 0.5}) == "contradicted"  # the interval excludes the paper's direction
+    wide = {**base, "agrees": False, "diff_mean": -0.007, "diff_ci_lo": -0.030, "diff_ci_hi": 0.017, "p_holm": 1}
+    assert verdict(wide) == "inconclusive"  # an interval like the pilot's: neither way
+    assert verdict(wide, margin=0.02) == "inconclusive"  # not inside the margin either
+    assert verdict({**wide, "diff_ci_lo": -0.015}, margin=0.02) == "contradicted"  # equivalence within ±0.02
+    assert verdict({**wide, "diff_ci_lo": -0.015}) == "inconclusive"  # no margin fixed: no equivalence claim
+    lower = {**base, "agrees": True, "diff_mean": -0.05, "diff_ci_lo": -0.09, "diff_ci_hi": -0.01}
+    assert verdict(lower, higher=False) == "reproduced"  # a claim that a should be lower
+    assert verdict({"verdict": "not run"}) == "not run"
+
+
+def test_primary_claims_use_the_seed_as_unit_and_the_gate(tmp_path: Path) -> None:
+    rows = []
+    for seed in range(6):
+        for task in ("inst11", "speaker15", "drums7"):
+            for arm, shift in (("tf", 0.05), ("unstructured_matched", 0.0), ("mae", 0.05)):
+                rows.append({"model": arm, "task": task, "probe": "weighted", "seed": seed,
+                             "value": 0.5 + shift + 0.01 * ((seed * 7 + len(task)) % 3), "gate_pass": True})
+    df = pd.DataFrame(rows)
+    df.loc[(df["model"] == "mae") & (df["seed"] == 5), "gate_pass"] = False  # a failed gate drops that seed
+    df.to_csv(tmp_path / "table_decide.csv", index=False)
+    claims = primary_claims(tmp_path).set_index(["probe", "b"])
+    unstructured, mae = claims.loc[("weighted", "unstructured_matched")], claims.loc[("weighted", "mae")]
+    assert unstructured["n_seeds"] == 6 and unstructured["diff_mean"] == pytest.approx(0.05)
+    assert unstructured["verdict"] == "reproduced"
+    assert mae["n_seeds"] == 5 and mae["diff_mean"] == pytest.approx(0.0, abs=1e-12)
+    assert mae["verdict"] == "contradicted"  # identical arms: equivalent within the pre-registered ±0.02
+    assert (claims.loc["finetune", "verdict"] == "not run").all()
+    three = df[df["seed"] < 3]
+    three.to_csv(tmp_path / "table_decide.csv", index=False)
+    assert (primary_claims(tmp_path)["verdict"].iloc[:2] == "inconclusive").all()  # fewer seeds than registered
+
+
+def test_decide_design_matches_the_preregistration() -> None:
+    from audiomosaic.repro import decide
+
+    ctx = decide.design(Context(seeds=(0, 1, 2, 3, 4), preset="repro_cpu", tasks=("kws35",)))
+    assert ctx.preset == "repro_cpu_long" and ctx.tasks == ("inst11", "speaker15", "drums7") and ctx.seeds[-1] == 4
+    visible = {}
+    for cond in decide.ARMS[:3]:
+        pre = pretrain_config(ctx, cond, 0)
+        assert pre.encoder.spec_size == (96, 128) and pre.data.random_crop and pre.runtime.export_every == 400
+        m = pre.mask
+        if pre.objective == "mae":
+            visible[cond.name] = [int(48 * (1 - pre.mae.mask_ratio))]
+        else:
+            (ka, _, _), (kb, _, _) = view_masks(m.mode, 1, (6, 8), ratio_time=m.ratio_time, ratio_freq=m.ratio_freq,
+                                                ratio=m.ratio, layout=m.layout)
+            visible[cond.name] = [ka.shape[1], kb.shape[1]]
+    assert visible == {"tf": [16, 24], "unstructured_matched": [20, 20], "mae": [9]}  # equal tokens per pair
+    pre = pretrain_config(ctx, decide.ARMS[0], 0)
+    chance = math.log(2 * pre.data.batch_size - 1)
+    assert decide.gate(pre, {"step": 2000, "loss": chance - 0.6, "top1": 0.2})
+    assert not decide.gate(pre, {"step": 2000, "loss": chance - 0.1, "top1": 0.2})  # at the constant predictor
+    assert not decide.gate(pre, {"step": 2000, "loss": chance - 1.0, "top1": 0.02})  # top-1 near chance
+    mae = pretrain_config(ctx, decide.ARMS[2], 0)
+    assert decide.gate(mae, {"step": 2000, "loss": 0.5, "baseline": 0.9})
+    assert not decide.gate(mae, {"step": 2000, "loss": 0.95, "baseline": 0.9})
+    assert decide.gate(pre, {"step": 0}) is None  # random init: nothing to gate

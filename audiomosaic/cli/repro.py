@@ -10,6 +10,7 @@ import torch
 
 from audiomosaic.config import FinetuneConfig, ProbeConfig, parse_kv, resolve
 from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
+from audiomosaic.repro import decide
 from audiomosaic.repro.suites import SUITES, TASKS, Context, check_conditions, run_suite
 
 
@@ -20,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
                     "the corpus' tasks, append rows (with provenance) to the result tables. Resumable.",
         epilog="key=value: PretrainConfig overrides for every condition; probe.key=value / finetune.key=value go "
                "to the probe / fine-tune configs, e.g. probe.optim.epochs=30 finetune.optim.epochs=5")
-    p.add_argument("--suite", nargs="+", default=["main"], choices=SUITES, help="suites to run, in order")
+    p.add_argument("--suite", nargs="+", default=["main"], choices=(*SUITES, *decide.SUITES),
+                   help="suites to run, in order; decide, decide_finetune and decide_curve are the pre-registered "
+                        "reproduction (their preset, tasks and evaluations are fixed: only seeds and folders apply)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--conditions", nargs="*", default=[],
                    help="only these conditions of every suite run (e.g. tf_paper random_init); the others are fixed")
@@ -78,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             status = int(df.empty or not df["within_noise"].all())
         elif not args.no_run:
             for suite in args.suite:
-                run_suite(suite, ctx, args.conditions)
+                if suite in decide.SUITES:
+                    decide.run(suite, ctx)
+                else:
+                    run_suite(suite, ctx, args.conditions)
         if args.report or args.no_run:
             from audiomosaic.repro.report import write_report
 

@@ -6,6 +6,11 @@ seeds that both have: per seed the metric is averaged over tasks (pairs: same se
 and data order), and over (seed, task) pairs. Tests (:mod:`audiomosaic.repro.stats`): the exact Wilcoxon signed-rank
 test over (seed, task) pairs decides "significant" (alpha 0.05, two-sided, Holm-adjusted over the claims); the
 paired t-test over seeds and its 95% interval of the difference are reported beside it.
+
+Verdicts use a fixed vocabulary (:func:`verdict`): *reproduced* (the paper's direction, Holm-significant, and the
+interval of the difference excludes 0 on that side), *contradicted* (the interval excludes the paper's direction,
+or lies inside ±``margin``: equivalence by two one-sided tests at the 2.5 % level each, a margin fixed in the claim
+before the runs) and *inconclusive* (everything else).
 """
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ from typing import Any
 
 import pandas as pd
 
-from audiomosaic.repro.stats import holm, paired_t_test, summarize, wilcoxon_signed_rank
+from audiomosaic.repro.decide import primary_claims
+from audiomosaic.repro.stats import holm, paired_t_test, summarize, verdict, wilcoxon_signed_rank
 
 ALPHA = 0.05
 RUN = "python -m audiomosaic repro --threads 1 --seeds 0 1 2"
 REPORT = "python -m audiomosaic repro --no-run --report"
+PILOT = "pilot (216 steps; cannot decide)"
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,9 @@ class Claim:
     higher: bool = True
     arm: str = "condition"  # the column that holds a and b (fig4a: "strategy")
     pair_on: tuple[str, ...] = ()  # more pairing columns beside (seed, task), e.g. ("mask_ratio",)
+    # equivalence margin on the task-averaged difference, fixed before the runs; None: never called equivalent.
+    # The pilot suites below had none (equivalence would be post hoc); the decisive ones are in repro.decide.
+    margin: float | None = None
 
 
 CLAIMS = (
@@ -132,25 +142,15 @@ def evaluate(claim: Claim, out: str | Path) -> dict[str, Any]:
     return row
 
 
-def verdict(row: dict[str, Any]) -> str:
-    if row.get("verdict") == "not run":
-        return "not run"
-    significant = row["p_holm"] < ALPHA
-    if row["diff_mean"] == 0.0:
-        return "NOT reproduced: no difference"
-    if row["agrees"]:
-        return "reproduced (significant)" if significant else "same direction, not significant"
-    return "NOT reproduced: significantly opposite" if significant else "NOT reproduced: opposite direction, n.s."
-
-
 def claims_table(out: str | Path) -> pd.DataFrame:
     """Evaluate every :data:`CLAIMS` entry; Holm-adjust the Wilcoxon p-values of the claims that ran."""
     rows = [evaluate(c, out) for c in CLAIMS]
     ran = [i for i, r in enumerate(rows) if r.get("verdict") != "not run"]
     for i, p in zip(ran, holm([rows[i]["wilcoxon_p"] for i in ran]) if ran else []):
         rows[i]["p_holm"] = p
-    for r in rows:
-        r["verdict"] = verdict(r)
+    for r, c in zip(rows, CLAIMS):
+        r["verdict"] = verdict(r, c.higher, c.margin)
+        r["margin"] = c.margin
     return pd.DataFrame(rows)
 
 
@@ -207,12 +207,35 @@ def _claims_markdown(claims: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def claims_markdown(out: str | Path, claims: pd.DataFrame) -> str:
-    """The ``## Claims`` section: claims table, per-condition tables, cost; every number read from ``out``."""
+def primary_markdown(primary: pd.DataFrame) -> str:
+    """The pre-registered primary comparisons as a markdown table (rows that have not run say so)."""
+    lines = ["### Primary comparisons (pre-registered; `claims.csv` rows with analysis = primary)\n",
+             "| comparison | evaluation | seeds | A − B, task-averaged [95% CI] | Holm p (paired t) | margin | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for r in primary.to_dict("records"):
+        if r["n_seeds"] < 2:
+            diff, p = "—", "—"
+        else:
+            diff = f"{r['diff_mean']:+.3f} [{r['diff_ci_lo']:+.3f}, {r['diff_ci_hi']:+.3f}]"
+            p = f"{r['p_holm']:.3g}"
+        lines.append(f"| {r['a']} vs {r['b']} | {r['probe']} | {r['n_seeds']} | {diff} | {p} | ±{r['margin']} "
+                     f"| {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def claims_markdown(out: str | Path, claims: pd.DataFrame, primary: pd.DataFrame | None = None) -> str:
+    """The ``## Claims`` section: the primary comparisons, then the pilot's claims table, per-condition tables and
+    cost; every number read from ``out``."""
     from audiomosaic.lab.analysis import markdown_table
 
-    parts = ["## Claims\n",
-             "Small-scale reproduction with this code's own runs (`audiomosaic.repro.suites`, preset `repro_cpu`: ViT-nano "
+    parts = ["## Claims\n", *([primary_markdown(primary)] if primary is not None else []),
+             "### Pilot (216 optimiser steps per encoder)\n",
+             "**Pilot, not evidence.** These suites pre-train for 216 optimiser steps: every one of their contrastive "
+             "encoders ends with an NT-Xent loss at or above ln(2B − 1) = 4.84, the score of a constant predictor, "
+             "so none of them has learned the contrastive task, and kws35 probes sit near chance. Whatever the "
+             "verdicts say, these rows cannot decide a claim of the paper in either direction; the reproduction "
+             "that can is pre-registered in \"Reproduction that can decide\" above.\n",
+             "Small-scale pilot with this code's own runs (`audiomosaic.repro.suites`, preset `repro_cpu`: ViT-nano "
              "on 1-s clips (8 × 8 patch grid), 2 epochs over the `default` corpus' 6.9k-clip pre-training pool, "
              "batch 64; linear probes (probe preset `cpu`, last epoch) on the held-out groups of kws35, inst11 and "
              "drums7). Seeds pair conditions (same initial weights and data order). Unstructured masking drops "
@@ -315,9 +338,11 @@ def replace_section(text: str, section: str, heading: str = "## Claims") -> str:
 def write_report(out: str | Path, readme: Path | None) -> str:
     """Write ``<out>/claims.csv`` and (if ``readme``) its ``## Claims`` section; returns the section."""
     claims = claims_table(out)
+    primary = primary_claims(out)
     Path(out).mkdir(parents=True, exist_ok=True)
-    claims.to_csv(Path(out) / "claims.csv", index=False)
-    section = claims_markdown(out, claims)
+    pd.concat([primary, claims.assign(analysis=PILOT)], ignore_index=True).to_csv(Path(out) / "claims.csv",
+                                                                                 index=False)
+    section = claims_markdown(out, claims, primary)
     if readme is not None:
         old = readme.read_text() if readme.is_file() else "# paper_figures\n"
         readme.parent.mkdir(parents=True, exist_ok=True)

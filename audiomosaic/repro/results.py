@@ -27,6 +27,12 @@ RESULTS: dict[str, tuple[str, ...]] = {
     "fig4c_batch_size": ("batch_size", "task", "metric", "value"),
     "table_finetune": ("model", "task", "metric", "value"),
     "table_probe": ("model", "task", "probe", "metric", "value"),
+    # spoof detection (python -m audiomosaic spoof): per track, head, init, test set (generator "all" or one), metric
+    # (eer, eer_interp, auc) and epoch choice (last, best_dev)
+    "table_spoof": ("track", "head", "model", "test_set", "generator", "metric", "value", "epoch_choice"),
+    # audio-language demonstration (audiomosaic.alm.demo): one row per condition, seed and metric; its summary
+    # with CIs and verdicts is table_alm.csv (audiomosaic.alm.report.summary_table)
+    "alm_runs": ("condition", "metric", "value"),
 }
 TABLES = ("table_finetune", "table_probe")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import special
@@ -200,3 +200,28 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - k) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+# ------------------------------------------------------------------------------------------------ verdicts
+
+ALPHA = 0.05
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
+
+
+def verdict(row: Mapping[str, Any], higher: bool = True, margin: float | None = None) -> str:
+    """One of :data:`VERDICTS` (or "not run"), from the Holm p and the 95 % interval of the difference a − b.
+
+    *reproduced*: the paper's direction, Holm p < ALPHA and the interval excludes 0 on that side; *contradicted*:
+    the interval excludes the paper's direction, or lies inside ±``margin`` (equivalence by two one-sided tests at
+    2.5 % each, a margin fixed before the runs); *inconclusive*: everything else."""
+    if row.get("verdict") == "not run":
+        return "not run"
+    lo, hi = row.get("diff_ci_lo", math.nan), row.get("diff_ci_hi", math.nan)
+    if math.isnan(lo) or math.isnan(hi):
+        return "inconclusive"  # one seed: no interval
+    paper_lo, paper_hi = (lo, hi) if higher else (-hi, -lo)  # oriented so that the paper predicts > 0
+    if row["agrees"] and row["p_holm"] < ALPHA and paper_lo > 0:
+        return "reproduced"
+    if paper_hi < 0 or (margin is not None and -margin < lo and hi < margin):
+        return "contradicted"
+    return "inconclusive"

@@ -162,7 +162,7 @@ def encoder_weights(cfg: PretrainConfig, run_root: Path) -> tuple[Path, dict[str
         return run_dir / "encoder.safetensors", json.loads(done.read_text())
     t0 = time.perf_counter()
     summary = pretrain(cfg, run_dir, resume=True)
-    info = {"wall_s": time.perf_counter() - t0, **{k: summary.get(k) for k in ("loss", "top1", "step")}}
+    info = {"wall_s": time.perf_counter() - t0, **{k: summary.get(k) for k in ("loss", "top1", "baseline", "step")}}
     done.write_text(json.dumps(info))
     return Path(summary["weights"]), info
 
@@ -205,7 +205,8 @@ def base_row(ctx: Context, suite: str, cond: Condition, pre: PretrainConfig, inf
 
 TABLE_KEYS = {"table_probe": ("task", "probe"), "fig4a_masking_ratio": ("task",), "fig4b_tf_ratio_grid": ("task",),
               "fig4c_batch_size": ("task",), "fig2_effective_rank": ("task", "inference_masking"),
-              "fig3_layerwise_probe": ("task", "probe", "layer"), "table_finetune": ("task",)}
+              "fig3_layerwise_probe": ("task", "probe", "layer"), "table_finetune": ("task",),
+              "table_decide": ("task", "probe"), "table_decide_finetune": ("task",), "fig_learning_curve": ("task", "step")}
 
 
 def table_path(ctx: Context, table: str) -> Path:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -233,7 +234,8 @@ def train_heads(heads: Mapping[str, ProbeHead], train: Mapping[str, torch.Tensor
                                    "train_loss": float(sums[name]) / len(order)}
             if not math.isfinite(rec["train_loss"]):
                 raise FloatingPointError(f"probe head {name}: non-finite training loss at epoch {epoch + 1}")
-            if last or (epoch + 1) % max(cfg.eval_every, 1) == 0:
+            in_tail = epoch >= cfg.optim.epochs - cfg.average_last
+            if last or in_tail or (epoch + 1) % max(cfg.eval_every, 1) == 0:
                 rec.update({f"test_{k}": v for k, v in task_metrics(predict(head, test), test["target"].cpu(),
                                                                      multi_label, cfg.eer).items()})
                 history[name].append(rec)
@@ -252,6 +254,10 @@ def summarise(history: Mapping[str, list[dict[str, Any]]], cfg: ProbeConfig | Fi
         row = {"task": task, "head": name, "metric": metric, "value": last[f"test_{metric}"],
                "selection": "last_epoch", "epoch": last["epoch"],
                "metrics": {k[5:]: v for k, v in last.items() if k.startswith("test_")}}
+        k = getattr(cfg, "average_last", 1)
+        if k > 1:  # every one of the last k epochs is evaluated (train_heads); their mean is the reported value
+            tail = [r for r in recs if r["epoch"] > last["epoch"] - k]
+            row.update(value=float(np.mean([r[f"test_{metric}"] for r in tail])), selection=f"mean_last_{len(tail)}")
         if cfg.report_best:
             best = (min if lower_is_better else max)(recs, key=lambda r: r[f"test_{metric}"])
             row["best_on_test"] = {"value": best[f"test_{metric}"], "epoch": best["epoch"], "label": BEST_LABEL}
