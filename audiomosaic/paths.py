@@ -39,3 +39,12 @@ def cache_dir() -> Path:
     """Download cache: ``$AUDIOMOSAIC_CACHE`` if set, else ``<repo>/data/built/_cache`` (git-ignored)."""
     env = os.environ.get("AUDIOMOSAIC_CACHE", "")
     return Path(env) if env else _base() / "built" / "_cache"
+
+
+def repo_path(path: str | os.PathLike[str]) -> Path:
+    """A notebook path parameter as an absolute path: relative paths are relative to the repository root."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    root = repo_root()
+    return (root if root is not None else Path.cwd()) / p

@@ -156,3 +156,33 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 # The run-preset tables by kind (what a notebook parameter file's `preset` is checked against, lab/runner.py).
 REGISTRIES: dict[str, dict[str, dict[str, Any]]] = {"train": TRAIN_PRESETS, "probe": PROBE_PRESETS,
                                                    "finetune": FINETUNE_PRESETS}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Audio-language adapter (audiomosaic.alm; docs/method.md §12): dotted overrides on audiomosaic.alm.config.AlmConfig
+# --------------------------------------------------------------------------------------------------------------
+
+# The four stages of configs/AudioMosaic/stage{1..4}_*.yaml. Stage 1 names a "dummy" LoRA target, i.e. no LoRA;
+# audiomosaic.alm attaches LoRA in every stage but freezes it in stage 1, where its zero-initialised B makes it the
+# identity, so the two are the same function.
+ALM_PRESETS: dict[str, dict[str, Any]] = {
+    "stage1": {"stage.name": "stage1", "stage.trainable": "proj+norm", "stage.data": "cla", "stage.lr": 1e-3,
+               "stage.epochs": 2},
+    "stage2": {"stage.name": "stage2", "stage.trainable": "all", "stage.data": "cla", "stage.lr": 1e-4,
+               "stage.epochs": 2},
+    "stage3": {"stage.name": "stage3", "stage.trainable": "all", "stage.data": "closed", "stage.lr": 1e-4,
+               "stage.epochs": 1},
+    "stage4": {"stage.name": "stage4", "stage.trainable": "all", "stage.data": "mix", "stage.lr": 1e-4,
+               "stage.epochs": 1},
+}
+ALM_STAGES = tuple(ALM_PRESETS)
+
+# The offline demonstration (audiomosaic.alm.demo.DemoConfig): `cpu` is the committed run (its defaults);
+# `smoke` takes seconds on the tiny corpus, one seed, two steps per stage (it checks that it runs, not what it learns).
+ALM_DEMO_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "gpu": {},  # CPU-sized: the same run (the notebooks' $AUDIOMOSAIC_PRESET=gpu switch lands here)
+    "smoke": {"recipe": "tiny", "conditions": ("random_init", "no_audio"), "seeds": (0,), "train_per_task": 16,
+              "test_per_task": 4, "lm_width": 32, "lm_epochs": 1, "batch_size": 8, "warmup_steps": 1,
+              "max_steps": 2, "max_new_tokens": 6},
+}

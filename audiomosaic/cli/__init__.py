@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run-notebooks": ("audiomosaic.cli.notebooks", "execute the notebooks with a parameter file (papermill)"),
     "figures": ("audiomosaic.cli.figures",
                 "redraw paper_figures/ from the committed tables in paper_figures/results/"),
+    "spoof": ("audiomosaic.cli.spoof",
+              "spoof detection (EnvSDD style): fine-tunes per track/head/init, EER/AUC on dev + test01-04"),
     "repro": ("audiomosaic.cli.repro", "small-scale reproduction suites over seeds -> result tables and claims"),
+    "alm": ("audiomosaic.cli.alm", "audio-language adapter: a stage of the LTU recipe, the offline demo, ask"),
 }
 
 

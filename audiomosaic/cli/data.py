@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from audiomosaic.data.check import check_manifest
+from audiomosaic.data.corpus import build, is_built
 from audiomosaic.paths import data_dir
 
 
@@ -36,8 +38,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from audiomosaic.data.check import check_manifest
-    from audiomosaic.data.corpus import build, is_built
 
     try:
         if args.cmd == "build":

@@ -11,6 +11,8 @@ import torch
 from audiomosaic.config import FinetuneConfig, ProbeConfig, parse_kv, resolve
 from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
 from audiomosaic.repro import decide
+from audiomosaic.repro.check import run_check, summary
+from audiomosaic.repro.report import write_report
 from audiomosaic.repro.suites import SUITES, TASKS, Context, check_conditions, run_suite
 
 
@@ -74,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads > 0:
             torch.set_num_threads(args.threads)
         if args.check:
-            from audiomosaic.repro.check import run_check, summary
 
             df = run_check(ctx, args.suite, args.conditions, Path(args.check_root), k=args.check_k)
             print(summary(df), flush=True)
@@ -86,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     run_suite(suite, ctx, args.conditions)
         if args.report or args.no_run:
-            from audiomosaic.repro.report import write_report
 
             print(write_report(ctx.out, Path(args.readme) if args.readme else None))
     except ValueError as e:

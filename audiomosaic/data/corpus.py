@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from audiomosaic.data.apt_sources import SourceUnavailable
 from audiomosaic.data.audio import SAMPLE_RATE, write_wav
 from audiomosaic.data.recipes import Clip, TaskPlan, recipes
-from audiomosaic.paths import cache_dir
+from audiomosaic.data.spoof import SOURCE_TASKS, SPOOF_VERSION, SpoofRecipe, build_spoof
+from audiomosaic.paths import cache_dir, data_dir
 
 BUILD_VERSION = 1  # bump whenever a builder's output for a given seed changes
 
@@ -116,7 +117,6 @@ def leakage_report(out: str | os.PathLike) -> dict[str, int]:
 def is_built(out: str | os.PathLike, recipe: str, seed: int = 0, source: str = "default") -> bool:
     """True when ``out`` holds a complete build of ``recipe`` and ``seed`` (and ``source`` for ``spoof``) by
     this builder version."""
-    from audiomosaic.data.spoof import SPOOF_VERSION
 
     stamp = Path(out) / "build_info.json"
     if not stamp.is_file():
@@ -131,8 +131,6 @@ def is_built(out: str | os.PathLike, recipe: str, seed: int = 0, source: str = "
 def _build_spoof(out: Path, seed: int, progress: bool, workers: int | None, force: bool,
                  cache: str | os.PathLike | None, source: str, source_dir: str | os.PathLike | None) -> Path:
     """The spoof corpus (:mod:`.spoof`) from a built ``source`` corpus, building that first when needed."""
-    from audiomosaic.data.spoof import SOURCE_TASKS, SpoofRecipe, build_spoof
-    from audiomosaic.paths import data_dir
 
     if source not in SOURCE_TASKS:
         raise ValueError(f"unknown spoof source {source!r}; allowed: {', '.join(SOURCE_TASKS)}")

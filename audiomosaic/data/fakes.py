@@ -19,6 +19,7 @@ import io
 
 import numpy as np
 
+from audiomosaic.augment.vocoder import time_stretch
 from audiomosaic.data import audio, synth, tts
 
 SR = audio.SAMPLE_RATE
@@ -95,10 +96,6 @@ def vocoder_roundtrip(wav: np.ndarray, rate: float) -> np.ndarray:
     """The kit's phase vocoder: time-stretch by ``rate`` (> 1, faster) and back by 1 / rate; (S,) -> (S,)."""
     import torch
 
-    try:  # the augmentation package moved; take whichever layout this checkout has
-        from audiomosaic.augment.vocoder import time_stretch
-    except ImportError:
-        from audiomosaic.vocoder import time_stretch
 
     torch.set_num_threads(1)
     x = torch.from_numpy(wav.astype(np.float32))[None]

@@ -257,7 +257,7 @@ class NotesTask:
         return [str(f) for f in found]
 
     def plan(self, seed: int, cache: Path) -> TaskPlan:
-        from audiomosaic.data.apt_sources import SourceUnavailable
+        from audiomosaic.data.apt_sources import SourceUnavailable  # late: apt_sources imports this module
 
         rng = task_rng(seed, self.name)
         fonts = self.font_files()
@@ -284,6 +284,7 @@ class NotesTask:
 
 def recipes() -> dict[str, tuple[Task, ...]]:
     """The three corpora. Counts are reduced from docs/data.md §3 where noted to keep CPU builds short."""
+    # Late: apt_sources and onthefly build on this module's types (Clip, TaskPlan, ...).
     from audiomosaic.data.apt_sources import DrumsTask, SpeakerTask
     from audiomosaic.data.onthefly import OnTheFlyNotes, OnTheFlySpeech
 

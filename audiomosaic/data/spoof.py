@@ -37,8 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from audiomosaic.config import FrontendConfig
 from audiomosaic.data import audio, fakes
 from audiomosaic.data.recipes import stable_hash, task_rng
+from audiomosaic.frontend import fbank, num_frames
+from audiomosaic.metrics import eer_roc
 
 SPOOF_VERSION = 1
 SOURCE_TASKS = {"default": (("kws35", "inst11"), ("drums7", "speaker15")),  # (seen, unseen) source tasks
@@ -141,7 +144,6 @@ def assign_fakes(bona: list[dict[str, str]], generators: dict[str, tuple[tuple[s
 def build_spoof(out: str | os.PathLike, source_dir: str | os.PathLike, recipe: SpoofRecipe = SpoofRecipe(),
                 seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
     """Build the spoof corpus in ``out`` from the built corpus ``source_dir`` (see the module docstring)."""
-    from audiomosaic.data.corpus import leakage_report
 
     t0 = time.perf_counter()
     out, source_dir = Path(out), Path(source_dir)
@@ -159,6 +161,8 @@ def build_spoof(out: str | os.PathLike, source_dir: str | os.PathLike, recipe: S
                            stable_hash(seed, r["path"])) for r in rows}
     levels = _render(list(jobs.values()), workers, progress)
     _write_outputs(out, rows)
+    from audiomosaic.data.corpus import leakage_report  # late: corpus.build dispatches to this module
+
     leaks = leakage_report(out)
     if any(leaks.values()):
         raise RuntimeError(f"{out}: split leakage {leaks}; the build is left unstamped")
@@ -228,8 +232,6 @@ def _write_outputs(out: Path, rows: list[dict[str, str]]) -> None:
 
 def logmel_stats(path: str | os.PathLike) -> np.ndarray:
     """Per-band mean and std of the clip's 128-bin Kaldi log-mel (no padding): (256,)."""
-    from audiomosaic.config import FrontendConfig
-    from audiomosaic.frontend import fbank, num_frames
 
     wav = audio.read_audio_np(path)
     feat = fbank(wav, audio.SAMPLE_RATE, FrontendConfig(target_frames=num_frames(len(wav)))).numpy()
@@ -254,7 +256,6 @@ def trivial_cue_baseline(out: str | os.PathLike) -> dict[str, dict[str, float]]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from audiomosaic.metrics import eer_roc
 
     out, cache, result = Path(out), {}, {}
     threads = torch.get_num_threads()

@@ -20,12 +20,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from audiomosaic.config import (FinetuneConfig, FrontendConfig, MaskConfig, ProbeConfig, apply_overrides, config_hash,
-                                resolve, to_dict)
+from audiomosaic.config import (
+    FinetuneConfig,
+    FrontendConfig,
+    MaskConfig,
+    ProbeConfig,
+    apply_overrides,
+    config_hash,
+    resolve,
+    to_dict,
+)
+from audiomosaic.data.audio import fit_length, read_audio
 from audiomosaic.frontend import fbank_batch
 from audiomosaic.masking import single_mask, time_freq_mask
 from audiomosaic.metrics import effective_rank
 from audiomosaic.model import AudioMosaic
+from audiomosaic.paths import repo_path
 from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
 
 # The result-table API, re-exported: the notebooks and audiomosaic.repro.suites call it as analysis.*.
@@ -44,12 +54,15 @@ from audiomosaic.repro.results import (  # noqa: F401
     result_table,
     write_table,
 )
+from audiomosaic.train.finetune import run_finetune
+from audiomosaic.train.pretrain import pretrain
+from audiomosaic.train.probe import corpus_root, run_probe
+from audiomosaic.train.runlog import read_metrics as read_jsonl
 
 # ---------------------------------------------------------------------------------------------- runs and grids
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     """The complete records of ``<run_dir>/metrics.jsonl`` as a DataFrame (empty while nothing is logged)."""
-    from audiomosaic.train.runlog import read_metrics as read_jsonl
 
     return pd.DataFrame(read_jsonl(Path(run_dir) / "metrics.jsonl"))
 
@@ -132,12 +145,10 @@ def evaluate_encoder(weights: str | Path, preset: str, run_dir: str | Path, eval
     if evaluate == "probe":
         cfg = resolve(preset, {"heads": ("linear",), "all_layers": False, "layers": (-1,), **dict(overrides or {})},
                       presets=PROBE_PRESETS, cls=ProbeConfig)
-        from audiomosaic.train.probe import run_probe
 
         row = next(r for r in run_probe(cfg, str(weights), run_dir, resume=True)["results"] if r["head"] == "linear")
     elif evaluate == "finetune":
         cfg = resolve(preset, overrides, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
-        from audiomosaic.train.finetune import run_finetune
 
         row = run_finetune(cfg, str(weights), run_dir, resume=True)
     else:
@@ -153,7 +164,6 @@ def run_ablation(points: Sequence[tuple[Mapping[str, Any], Any]], run_root: str 
     stopped; ``<run_root>/results.csv`` is rewritten after every point. The evaluation reads the same corpus as
     the pre-training (``data.root``) unless ``eval_overrides`` says otherwise.
     """
-    from audiomosaic.train.pretrain import pretrain
 
     rows, run_root = [], Path(run_root)
     for overrides, cfg in points:
@@ -173,7 +183,6 @@ def run_ablation(points: Sequence[tuple[Mapping[str, Any], Any]], run_root: str 
 def pretrain_encoders(cfg: Any, modes: Sequence[str], run_root: str | Path) -> dict[str, Path]:
     """Pre-train one encoder per masking mode, identical otherwise (``<run_root>/<mode>``, resumed when re-run);
     returns mode -> weights."""
-    from audiomosaic.train.pretrain import pretrain
 
     return {m: Path(pretrain(apply_overrides(cfg, {"mask.mode": m}), Path(run_root) / m, resume=True)["weights"])
             for m in modes}
@@ -199,8 +208,6 @@ def finetune_jobs(preset: str, tasks: Sequence[str], overrides: Mapping[str, Any
         tasks: task names, ``["all"]`` (every task of the preset's corpus, built on first use) or ``[]``.
         overrides: dotted FinetuneConfig keys for every job (``data.root`` only for the corpus tasks).
     """
-    from audiomosaic.lab.runner import repo_path
-    from audiomosaic.train.probe import corpus_root
 
     ov = dict(overrides or {})
     if list(tasks) == ["all"]:
@@ -224,7 +231,6 @@ def run_finetunes(jobs: Mapping[str, Any], checkpoint: str | Path, run_root: str
                   model: str = "audiomosaic") -> pd.DataFrame:
     """Fine-tune ``checkpoint`` on every job (each in ``<run_root>/<name>``, resumed when re-run); one
     ``table_finetune`` row per job (ESC-50: the mean over folds)."""
-    from audiomosaic.train.finetune import run_finetune
 
     rows = []
     for name, cfg in jobs.items():
@@ -301,7 +307,6 @@ def effective_rank_study(encoders: Mapping[str, AudioMosaic], specs: torch.Tenso
 def load_specs(paths: Sequence[str], frontend: FrontendConfig = FrontendConfig(), clip_seconds: float = 1.0,
                batch_size: int = 64) -> torch.Tensor:
     """Read audio files (16 kHz mono via the data loaders), cut/pad to ``clip_seconds`` -> (N, 1, T, F) fbanks."""
-    from audiomosaic.data.audio import fit_length, read_audio
 
     n = int(round(clip_seconds * frontend.sample_rate))
     raw = [read_audio(p, frontend.sample_rate, clip_seconds) for p in paths]

@@ -349,6 +349,56 @@ def ablation_figure(df: pd.DataFrame, ablation: str) -> Figure:
     return plots[ablation](df)
 
 
+def fig_alm(df: pd.DataFrame) -> Figure:
+    """Audio-language demonstration: each metric's mean over seeds per condition, with 95 % t-intervals."""
+    from audiomosaic.alm.report import SHORT, summary_table
+
+    summ = summary_table(df)
+    conds = [c for c in ("pretrained", "random_init", "no_audio") if f"{c}_mean" in summ]
+    fig, axes = new_figure(1, 1, 7.0, 3.0)
+    ax, width = axes[0, 0], 0.8 / max(1, len(conds))
+    x = np.arange(len(summ))
+    for i, c in enumerate(conds):
+        err = summ[f"{c}_ci95"].fillna(0.0).to_numpy()
+        ax.bar(x + (i - (len(conds) - 1) / 2) * width, summ[f"{c}_mean"], width, yerr=err, capsize=2,
+               color=PALETTE[i], label=c.replace("_", " "))
+    ax.set_xticks(x, [SHORT[m] for m in summ["metric"]])
+    ax.set(ylabel="score on test clips", ylim=(0, None),
+           title=f"audio-language adapter on the corpus: mean of {int(summ['n_seeds'].max())} seeds, 95% CI")
+    ax.legend(frameon=False)
+    return fig
+
+
+def fig_spoof(df: pd.DataFrame) -> Figure:
+    """Spoof detection (``table_spoof``): EER (authors' mode, %) per test set, a bar per model x head (mean over
+    seeds, +-1 s.d. when several); one panel per track (columns) and epoch choice (rows: last, best on dev)."""
+    d = df[(df["metric"] == "eer") & (df["generator"].astype(str) == "all")].copy()
+    tracks = list(dict.fromkeys(d["track"].astype(str)))
+    choices = [c for c in ("last", "best_dev") if (d["epoch_choice"] == c).any()]
+    d["arm"] = d["model"].astype(str) + " / " + d["head"].astype(str)
+    arms = list(dict.fromkeys(d["arm"]))
+    sets = list(dict.fromkeys(d["test_set"].astype(str)))
+    fig, axes = new_figure(len(choices), len(tracks), 5.0 * len(tracks), 2.8 * len(choices))
+    width = 0.8 / max(1, len(arms))
+    for i, choice in enumerate(choices):
+        for j, track in enumerate(tracks):
+            ax = axes[i, j]
+            sub = d[(d["epoch_choice"] == choice) & (d["track"].astype(str) == track)]
+            agg = _mean_sd(sub.assign(value=100 * sub["value"]), ["arm", "test_set"])
+            for k, arm in enumerate(arms):
+                a = agg[agg["arm"] == arm].set_index("test_set").reindex(sets)
+                ax.bar(np.arange(len(sets)) + (k - (len(arms) - 1) / 2) * width, a["mean"], width,
+                       yerr=a["std"] if (a["count"] > 1).any() else None, capsize=2, color=PALETTE[k % len(PALETTE)],
+                       label=arm)
+            ax.axhline(50.0, ls=":", lw=1, color="0.4")  # chance
+            ax.set_xticks(np.arange(len(sets)), sets)
+            ax.set(ylim=(0, 60), ylabel="EER % (lower is better)",
+                   title=f"{track}: {'last epoch' if choice == 'last' else 'best dev epoch'}")
+            if i == 0 and j == 0:
+                ax.legend(frameon=False, fontsize=7, loc="lower left")
+    return fig
+
+
 # figure name -> (result table it reads or None, plotting function)
 PAPER_FIGURES: dict[str, tuple[str | None, Any]] = {
     "fig1_masking": (None, lambda _: fig1_masking()),
@@ -357,6 +407,8 @@ PAPER_FIGURES: dict[str, tuple[str | None, Any]] = {
     "fig4a_masking_ratio": ("fig4a_masking_ratio", fig4a_masking),
     "fig4b_tf_ratio_grid": ("fig4b_tf_ratio_grid", fig4b_ratio_grid),
     "fig4c_batch_size": ("fig4c_batch_size", fig4c_batch_size),
+    "fig_alm": ("alm_runs", fig_alm),
+    "fig_spoof": ("table_spoof", fig_spoof),
 }
 
 

@@ -25,7 +25,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
-from audiomosaic.paths import repo_root
+from audiomosaic.lab.analysis import read_metrics
+from audiomosaic.lab.figures import plot_curves, png_bytes
+from audiomosaic.paths import repo_path, repo_root  # noqa: F401 - repo_path: the notebooks' import
 from audiomosaic.presets import REGISTRIES
 
 COMMON = "common"
@@ -48,15 +50,6 @@ def notebook_dir() -> Path:
     return (root if root is not None else Path.cwd()) / "notebooks"
 
 
-def repo_path(path: str | os.PathLike) -> Path:
-    """A notebook path parameter as an absolute path: relative paths are relative to the repository root."""
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    root = repo_root()
-    return (root if root is not None else Path.cwd()) / p
-
-
 def given(overrides: Mapping[str, Any], paths: Sequence[str] = ()) -> dict[str, Any]:
     """The entries of ``overrides`` whose value is set (``""`` and None mean "keep the preset's value"); the
     values of the keys in ``paths`` become absolute paths (:func:`repo_path`), so the engines read the same files
@@ -77,8 +70,6 @@ def live_plot(run_dir: str | os.PathLike, keys: Sequence[str] = ("loss", "top1",
         return
     from IPython.display import DisplayHandle, Image
 
-    from audiomosaic.lab.analysis import read_metrics
-    from audiomosaic.lab.figures import plot_curves, png_bytes
 
     handle, stop = DisplayHandle(), threading.Event()
     handle.display(f"waiting for the first records of {run_dir}/metrics.jsonl ...")

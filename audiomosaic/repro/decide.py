@@ -27,7 +27,7 @@ import pandas as pd
 
 from audiomosaic.config import FinetuneConfig, PretrainConfig, config_hash, resolve, to_dict
 from audiomosaic.presets import FINETUNE_PRESETS
-from audiomosaic.repro.stats import holm, paired_t_test, summarize
+from audiomosaic.repro.stats import holm, paired_t_test, summarize, verdict
 from audiomosaic.repro.suites import (
     Condition,
     Context,
@@ -173,8 +173,6 @@ def _per_seed(df: pd.DataFrame, probe: str, arm: str) -> pd.Series:
 def primary_claims(out: str | Path) -> pd.DataFrame:
     """The pre-registered primary comparisons: paired t over seeds, Holm over these four, equivalence at
     ±:data:`MARGIN`, a verdict from the fixed vocabulary (no verdict but "inconclusive" below MIN_SEEDS)."""
-    from audiomosaic.repro.report import verdict
-
     rows = []
     for table, probe, a, b in PRIMARY:
         path = Path(out) / f"{table}.csv"

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from audiomosaic.lab.analysis import markdown_table
 from audiomosaic.repro.decide import primary_claims
 from audiomosaic.repro.stats import holm, paired_t_test, summarize, verdict, wilcoxon_signed_rank
 
@@ -226,7 +227,6 @@ def primary_markdown(primary: pd.DataFrame) -> str:
 def claims_markdown(out: str | Path, claims: pd.DataFrame, primary: pd.DataFrame | None = None) -> str:
     """The ``## Claims`` section: the primary comparisons, then the pilot's claims table, per-condition tables and
     cost; every number read from ``out``."""
-    from audiomosaic.lab.analysis import markdown_table
 
     parts = ["## Claims\n", *([primary_markdown(primary)] if primary is not None else []),
              "### Pilot (216 optimiser steps per encoder)\n",

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from audiomosaic.config import config_hash
+from audiomosaic.train.checkpoint import git_sha
 
 PROVENANCE = ("source", "git_sha", "machine", "seed", "config_hash")
 # table name (file ``<name>.csv``) -> its data columns; every table also has the PROVENANCE columns.
@@ -102,7 +103,6 @@ def machine_name() -> str:
 
 def provenance(cfg: Any, source: str) -> dict[str, Any]:
     """The provenance columns of a result row produced by a run of this code with config ``cfg``."""
-    from audiomosaic.train.checkpoint import git_sha
 
     return {"source": source, "git_sha": git_sha(), "machine": machine_name(),
             "seed": int(cfg.runtime.seed), "config_hash": config_hash(cfg)}

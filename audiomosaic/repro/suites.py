@@ -40,8 +40,20 @@ from audiomosaic.config import (
     resolve,
     to_dict,
 )
-from audiomosaic.lab.analysis import mask_ratio, strategy_ratio_points
+from audiomosaic.lab.analysis import (
+    append_results,
+    effective_rank_study,
+    load_specs,
+    mask_ratio,
+    probe_rows,
+    strategy_ratio_points,
+)
+from audiomosaic.model import AudioMosaic
 from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
+from audiomosaic.train.checkpoint import git_sha, load_any
+from audiomosaic.train.finetune import run_finetune
+from audiomosaic.train.pretrain import pretrain
+from audiomosaic.train.probe import corpus_root, run_probe, task_manifests
 
 TASKS = ("kws35", "inst11", "drums7")
 # tf on the 8 x 8 grid of 1-s clips keeps 3 of 8 time columns (24 tokens) in one view and 4 of 8 frequency rows
@@ -126,7 +138,6 @@ def machine() -> str:
 
 def code_version() -> str:
     """``git rev-parse --short HEAD``, with ``+dirty`` when the package differs from that commit (read-only)."""
-    from audiomosaic.train.checkpoint import git_sha
 
     sha = git_sha()
     root = Path(__file__).resolve().parents[1]  # the whole package, not just repro/
@@ -147,14 +158,12 @@ def pretrain_config(ctx: Context, cond: Condition, seed: int) -> PretrainConfig:
 
 
 def corpus(cfg: PretrainConfig) -> Path:
-    from audiomosaic.train.probe import corpus_root
 
     return corpus_root(cfg.data)
 
 
 def encoder_weights(cfg: PretrainConfig, run_root: Path) -> tuple[Path, dict[str, Any]]:
     """Pre-train (or reuse) the encoder of ``cfg``; returns (weights, {"wall_s", "loss", "top1", "step"})."""
-    from audiomosaic.train.pretrain import pretrain
 
     run_dir = run_root / "pretrain" / config_hash(cfg)
     done = run_dir / "repro_done.json"
@@ -227,7 +236,6 @@ def is_done(ctx: Context, table: str, suite: str, cond: str, seed: int, cfg_hash
 
 
 def save_rows(ctx: Context, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    from audiomosaic.lab.analysis import append_results
 
     append_results(rows, table_path(ctx, table), key=("suite", "condition", "seed", *TABLE_KEYS[table]))
 
@@ -237,7 +245,6 @@ def save_rows(ctx: Context, table: str, rows: Sequence[Mapping[str, Any]]) -> No
 def probe_suite(ctx: Context, suite: str, conditions: Sequence[Condition], table: str,
                 columns: Callable[[Condition, PretrainConfig], dict[str, Any]]) -> None:
     """Pre-train each condition per seed and linear-probe its final output on every task."""
-    from audiomosaic.train.probe import run_probe
 
     for seed in ctx.seeds:
         for cond in conditions:
@@ -262,10 +269,6 @@ def probe_suite(ctx: Context, suite: str, conditions: Sequence[Condition], table
 def erank_suite(ctx: Context, conditions: Sequence[Condition] = EVAL_CONDITIONS,
                 inference: Sequence[str] = ("none", "unstructured", "tf")) -> None:
     """Fig. 2: effective rank of pooled test-split features of each encoder under inference-time masking."""
-    from audiomosaic.lab.analysis import effective_rank_study, load_specs
-    from audiomosaic.model import AudioMosaic
-    from audiomosaic.train.checkpoint import load_any
-    from audiomosaic.train.probe import task_manifests
 
     mask = MaskConfig(ratio_time=0.6, ratio_freq=0.4, ratio=UNSTRUCTURED_RATIO)
     specs: dict[str, torch.Tensor] = {}  # task -> (N, 1, T, F) test-split fbanks, read once for every encoder
@@ -300,8 +303,6 @@ def erank_suite(ctx: Context, conditions: Sequence[Condition] = EVAL_CONDITIONS,
 
 def layers_suite(ctx: Context, cond: Condition = TF) -> None:
     """Fig. 3: a linear head on every block output, plus weighted-sum and attentive heads, of one encoder."""
-    from audiomosaic.lab.analysis import probe_rows
-    from audiomosaic.train.probe import run_probe
 
     for seed in ctx.seeds:
         pre = pretrain_config(ctx, cond, seed)
@@ -324,7 +325,6 @@ def layers_suite(ctx: Context, cond: Condition = TF) -> None:
 
 def finetune_suite(ctx: Context, conditions: Sequence[Condition] = EVAL_CONDITIONS) -> None:
     """End-to-end fine-tuning of each condition's encoder (random init: from scratch) on ``finetune_tasks``."""
-    from audiomosaic.train.finetune import run_finetune
 
     for seed in ctx.seeds:
         for cond in conditions:

@@ -33,11 +33,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from audiomosaic.augment.chain import apply_chain, sample_params, two_view_fbank
 from audiomosaic.augment.filters import map_rows
 from audiomosaic.config import DataConfig, PretrainConfig, config_changes, to_dict
+from audiomosaic.data import build, load_manifest, load_onthefly
+from audiomosaic.data.dataset import AudioDataset, collate
+from audiomosaic.data.onthefly import UnlabelledClips, onthefly_names
 from audiomosaic.frontend import fbank_batch
 from audiomosaic.losses import contrastive_accuracy, nt_xent_logits
 from audiomosaic.mae import DecoderConfig, MaskedAutoencoder
 from audiomosaic.masking import view_masks
 from audiomosaic.model import AudioMosaic, param_count
+from audiomosaic.paths import data_dir
 from audiomosaic.train.checkpoint import list_resume, load_resume, save_resume, save_weights
 from audiomosaic.train.dist import DistInfo, all_reduce_mean, gather_with_grad, init_distributed, print0
 from audiomosaic.train.optim import Schedule, build_adamw, cosine_lr, make_schedule, set_lr
@@ -278,10 +282,6 @@ def restore(t: Trainer, state: dict[str, Any]) -> None:
 def pretrain_dataset(cfg: PretrainConfig, info: DistInfo) -> torch.utils.data.Dataset:
     """AudioDataset over ``data.manifest`` or ``<corpus>/pretrain.json``, building the corpus when needed, plus the
     train splits of the corpus' render-on-the-fly sets named by ``data.onthefly``."""
-    from audiomosaic.data import build, load_manifest, load_onthefly
-    from audiomosaic.data.dataset import AudioDataset
-    from audiomosaic.data.onthefly import UnlabelledClips, onthefly_names
-    from audiomosaic.paths import data_dir
 
     path = Path(cfg.data.manifest) if cfg.data.manifest else None
     root = Path(cfg.data.root) if cfg.data.root else data_dir(cfg.data.recipe)
@@ -308,7 +308,6 @@ def pretrain_dataset(cfg: PretrainConfig, info: DistInfo) -> torch.utils.data.Da
 def make_loader(ds: torch.utils.data.Dataset, data: DataConfig, seed: int, info: DistInfo,
                 device: torch.device) -> torch.utils.data.DataLoader:
     """Workers decode only. The loader's own generator keeps worker seeding off torch's global RNG."""
-    from audiomosaic.data.dataset import collate
 
     sampler = EpochBatchSampler(len(ds), data.batch_size, seed, info.rank, info.world_size)
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=data.num_workers, collate_fn=collate,

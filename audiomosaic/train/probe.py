@@ -32,7 +32,7 @@ from audiomosaic.config import (
     resolve,
     to_dict,
 )
-from audiomosaic.data import AudioDataset, CachedFeatureDataset, FeatureCache, Manifest, SkipCounter, collate
+from audiomosaic.data import AudioDataset, CachedFeatureDataset, FeatureCache, Manifest, SkipCounter, build, collate
 from audiomosaic.data.manifest import load_audioset, load_esc50, load_manifest, load_speech_commands
 from audiomosaic.frontend import fbank_batch
 from audiomosaic.heads import ProbeHead, pooled_entries
@@ -55,7 +55,6 @@ def corpus_root(data: DataConfig) -> Path:
     """``data.root``, or the recipe's default folder, built on first use (``audiomosaic.data.build``)."""
     if data.root:
         return Path(data.root)
-    from audiomosaic.data import build
 
     return build(data.recipe, data_dir(data.recipe), progress=False)
 

@@ -23,6 +23,7 @@ import torch
 
 from audiomosaic.config import to_dict
 from audiomosaic.paths import repo_root
+from audiomosaic.train.checkpoint import git_sha
 
 WALL_CLOCK_KEYS = ("time", "clips_per_s")  # vary between identical runs; everything else is reproducible
 
@@ -49,7 +50,6 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
 
 def environment() -> dict[str, str]:
     """Versions recorded next to every config (docs/notebooks.md §9)."""
-    from audiomosaic.train.checkpoint import git_sha
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "git_sha": git_sha(), "host": platform.node()}
