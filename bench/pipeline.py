@@ -12,6 +12,12 @@ Usage::
     python bench/pipeline.py            # CPU (1 thread and all threads) + GPU if present
     python bench/pipeline.py --quick    # a few seconds, for CI
     python bench/pipeline.py --malloc keep   # with the allocator setting the engine uses on CPU (see NOTES.md)
+    # the per-core figure of the issue (#14), on a quiet machine: 5 interleaved rounds, medians
+    python bench/pipeline.py --no-gpu --threads 1,2 --cpu-batches 8 --vocoders 2048/512 --iters 5 --rounds 5 \
+        --malloc keep --no-per-clip
+
+Each line also carries ``load1``, the 1-minute load average when it was measured: the CPU figures are only
+comparable between runs at similar load (bench/NOTES.md).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -99,7 +106,7 @@ def time_per_clip(clips: int, samples: int, cfg_fe: FrontendConfig, cfg: Augment
 
 
 def record(path: str, device: str, threads: int, batch: int, seconds: tuple[float, float], samples: int,
-           cfg: AugmentConfig, malloc: str) -> dict:
+           cfg: AugmentConfig, malloc: str, rounds: int = 1) -> dict:
     """Print one JSON line (``malloc``: the allocator setting in effect). ``cpu_ms_per_batch`` /
     ``views_per_cpu_s`` use this process's CPU time: with one thread on a shared machine they are the figures that
     other processes' load inflates least."""
@@ -110,7 +117,7 @@ def record(path: str, device: str, threads: int, batch: int, seconds: tuple[floa
                cpu_ms_per_batch=None if cpu != cpu else round(cpu * 1e3, 2),
                views_per_cpu_s=None if cpu != cpu else round(views / cpu, 1), clip_samples=samples,
                preset=cfg.preset, vocoder=f"{cfg.vocoder_n_fft}/{cfg.vocoder_hop}",
-               torch=torch.__version__, malloc=malloc,
+               torch=torch.__version__, malloc=malloc, rounds=rounds, load1=round(os.getloadavg()[0], 2),
                date=datetime.date.today().isoformat())
     print(json.dumps(row), flush=True)
     return row
@@ -122,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu-batches", default="4,16", help="comma-separated CPU batch sizes (clips)")
     ap.add_argument("--gpu-batches", default="64,256,512", help="comma-separated GPU batch sizes (clips)")
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="CPU: repeat every configuration this many times, interleaved, and report the median of "
+                         "the rounds (each round: the fastest of --iters calls)")
+    ap.add_argument("--no-per-clip", action="store_true", help="skip the clip-by-clip comparison path")
     ap.add_argument("--vocoders", default="2048/512,2048/1024",
                     help="comma-separated n_fft/hop of the phase vocoder (AugmentConfig.vocoder_*)")
     ap.add_argument("--threads", default="", help="comma-separated CPU thread counts (default: 1 and all)")
@@ -151,12 +162,18 @@ def main(argv: list[str] | None = None) -> None:
             for b in (int(b) for b in args.gpu_batches.split(",")):
                 secs = time_batched(b, "cuda", max(args.iters, 5), 2, samples, cfg_fe, cfg)
                 record("batched", "cuda", all_threads, b, secs, samples, cfg, malloc)
-    for cfg in cfgs:
-        for threads in thread_counts:
+    cpu_runs = [(cfg, threads, b) for cfg in cfgs for threads in thread_counts for b in cpu_batches]
+    times: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(cpu_runs))}
+    for r in range(max(1, args.rounds)):  # interleaved: every configuration sees the same load, round by round
+        for i, (cfg, threads, b) in enumerate(cpu_runs):
             torch.set_num_threads(threads)
-            for b in cpu_batches:
-                record("batched", "cpu", threads, b, time_batched(b, "cpu", args.iters, 1, samples, cfg_fe, cfg),
-                       samples, cfg, malloc)
+            times[i].append(time_batched(b, "cpu", args.iters, 1, samples, cfg_fe, cfg))
+    torch.set_num_threads(all_threads)
+    for i, (cfg, threads, b) in enumerate(cpu_runs):
+        wall = statistics.median(t[0] for t in times[i])
+        cpu = statistics.median(t[1] for t in times[i])
+        record("batched", "cpu", threads, b, (wall, cpu), samples, cfg, malloc, len(times[i]))
+    for cfg in [] if args.no_per_clip else cfgs:
         torch.set_num_threads(1)
         clips = 2 if args.quick else 4
         record("per_clip", "cpu", 1, clips, time_per_clip(clips, samples, cfg_fe, cfg), samples, cfg, malloc)

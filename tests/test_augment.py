@@ -184,6 +184,21 @@ def test_filter_responses_match_scipy_butterworth():
         assert np.abs(bs[i].numpy() - np.abs(h)).max() < 1e-3
 
 
+def test_combined_filter_response_is_the_product_of_the_firing_responses(monkeypatch):
+    import audiomosaic.augment.filters as af
+    from audiomosaic.augment.filters import filter_response
+
+    n, hp, bs = 4000, torch.tensor([True, False, True, False]), torch.tensor([True, True, False, False])
+    fc, hro = torch.tensor([150.0, 900.0, 2400.0, 40.0]), torch.tensor([12.0, 18.0, 24.0, 18.0])
+    c, bw, bro = torch.tensor([300.0, 1000.0, 3000.0, 500.0]), torch.tensor([597.0, 800.0, 1500.0, 400.0]), hro.flip(0)
+    want = (torch.where(hp[:, None], highpass_response(n, fc, hro, SR), 1.0)
+            * torch.where(bs[:, None], bandstop_response(n, c, bw, bro, SR), 1.0))
+    got = filter_response(n, hp, fc, hro, bs, c, bw, bro, SR)  # CPU: integer powers row by row
+    assert (got - want).abs().max() < 1e-5
+    monkeypatch.setattr(af, "SYNC_FREE", True)  # the CUDA formulation (one pow, torch.where)
+    assert (filter_response(n, hp, fc, hro, bs, c, bw, bro, SR) - want).abs().max() < 1e-5
+
+
 def test_bandstop_attenuates_centre_and_keeps_far_tone():
     centre = torch.tensor([1000.0, 400.0, 3000.0])
     frac = torch.tensor([0.5, 1.99, 1.0])  # 1.99: the widest band, the shallowest notch at the centre
@@ -242,6 +257,21 @@ def test_gain_and_polarity_exact():
     assert torch.equal(g[1], x[1]) and torch.equal(g[3], x[3])
     p = polarity(x, fires)
     assert torch.equal(p[0], -x[0]) and torch.equal(p[1], x[1])
+
+
+def test_roll_mag_repeat_and_sync_free_gather_agree(monkeypatch):
+    import audiomosaic.augment.filters as af
+
+    x = torch.randn(3, 500, generator=torch.Generator().manual_seed(1))
+    shift, scale = torch.tensor([0, 17, 499, 3, 250, 1]), torch.linspace(0.5, 1.5, 6)
+    lengths = torch.tensor([500, 100, 300, 500, 400, 2])
+    for lens in (None, lengths):
+        s = shift if lens is None else torch.minimum(shift, lens - 1)
+        want = roll_mag(x.repeat(2, 1), s, scale, lens)
+        assert torch.equal(roll_mag(x, s, scale, lens, repeat=2), want)  # CPU: slice copies
+        monkeypatch.setattr(af, "SYNC_FREE", True)  # CUDA: one gather, no .tolist()
+        assert torch.equal(roll_mag(x, s, scale, lens, repeat=2), want)
+        monkeypatch.setattr(af, "SYNC_FREE", False)
 
 
 def test_roll_mag_is_scaled_circular_permutation():

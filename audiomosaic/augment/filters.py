@@ -1,9 +1,10 @@
 """Batched spectral filters and the row helpers every batched augmentation shares.
 
 Every operation takes a (B, S) float batch, per-example parameters as (B,) tensors and a (B,) bool ``fires``
-mask; rows where an operation does not fire come back bit-identical (the work runs on the firing rows only,
-see :func:`apply_where`). On CUDA each operation is one pass over all its firing rows; on CPU the vocoder
-operations (:mod:`audiomosaic.augment.vocoder`) walk the rows in chunks of ``CPU_CHUNK_SAMPLES`` samples.
+mask; rows where an operation does not fire come back bit-identical (see :func:`apply_where`). On CPU the work
+runs on the firing rows only, and the vocoder operations (:mod:`audiomosaic.augment.vocoder`) walk them in chunks
+of ``CPU_CHUNK_SAMPLES`` samples; on CUDA each operation is one pass over all rows with no host synchronisation
+(:func:`sync_free`).
 
 ``HighPassFilter`` / ``BandStopFilter`` of the authors' chain (audiomentations, docs/method.md §3) are
 ``scipy.signal.butter(N = rolloff / 6)`` causal SOS filters. Here: the *exact magnitude* of that digital
@@ -25,9 +26,20 @@ import torch
 # measured 1.6x slower end to end (bench/NOTES.md). CUDA takes the whole batch in one pass.
 CPU_CHUNK_SAMPLES = 160_000
 
+# True: CPU tensors take the CUDA formulation too (tests run it on CPU; see :func:`sync_free`).
+SYNC_FREE = False
+
+
+def sync_free(x: torch.Tensor) -> bool:
+    """Whether operations on ``x`` must avoid host synchronisation: on CUDA (where a ``nonzero``, ``.item()`` or
+    ``.tolist()`` stalls the host until the GPU catches up), or everywhere when ``SYNC_FREE`` is set. The sync-free
+    formulation computes every row and shape from host-side bounds; the CPU one reads data-dependent sizes back to
+    skip work."""
+    return x.is_cuda or SYNC_FREE
+
 
 def _chunk_rows(wav: torch.Tensor, chunk: bool) -> int:
-    return wav.shape[0] if wav.is_cuda or not chunk else max(1, CPU_CHUNK_SAMPLES // max(wav.shape[-1], 1))
+    return wav.shape[0] if sync_free(wav) or not chunk else max(1, CPU_CHUNK_SAMPLES // max(wav.shape[-1], 1))
 
 
 def map_rows(fn: Callable[..., torch.Tensor], wav: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
@@ -45,8 +57,10 @@ def apply_where(fires: torch.Tensor, fn: Callable[..., torch.Tensor], wav: torch
                 *params: torch.Tensor, chunk: bool = True, inplace: bool = False) -> torch.Tensor:
     """Run ``fn(wav[rows], *(p[rows] ...))`` on the rows where ``fires`` and leave the other rows untouched.
 
-    Computing only the firing rows (instead of everything + ``torch.where``) saves 30-50% of the vocoder work at
-    the authors' probabilities; the price is one host sync per operation on CUDA (``nonzero``).
+    CPU: only the firing rows are computed (30-50% of the vocoder work saved at the authors' probabilities), in
+    chunks. Sync-free (CUDA, :func:`sync_free`): every row is computed in one pass and the non-firing rows are
+    restored with ``torch.where``; selecting rows would need ``nonzero``, a host sync per operation that stalls
+    the step's kernel launches.
 
     Args:
         fires: (B,) bool.
@@ -60,14 +74,13 @@ def apply_where(fires: torch.Tensor, fn: Callable[..., torch.Tensor], wav: torch
     Returns:
         (B, S): a new tensor (``wav`` itself if ``inplace``); non-firing rows are bit-identical to ``wav``'s.
     """
+    if sync_free(wav):  # every row, then keep the firing ones: no data-dependent shape
+        return torch.where(fires[:, None], fn(wav, *params).to(wav.dtype), wav)
     idx = fires.nonzero().squeeze(1)
     rows = _chunk_rows(wav, chunk)
     if idx.numel() == wav.shape[0] and rows >= wav.shape[0]:
         return fn(wav, *params)
     out = wav if inplace else torch.empty_like(wav) if idx.numel() == wav.shape[0] else wav.clone()
-    if wav.is_cuda:  # one pass over the firing rows
-        out.index_copy_(0, idx, fn(wav.index_select(0, idx), *(p.index_select(0, idx) for p in params)).to(wav.dtype))
-        return out
     ids = idx.tolist()  # CPU: chunks of the firing rows
     for i in range(0, len(ids), rows):
         chunk = ids[i:i + rows]
@@ -98,6 +111,43 @@ def _warp(hz: torch.Tensor, sample_rate: int) -> torch.Tensor:
     return torch.tan(math.pi * (hz / sample_rate).clamp(max=0.49995))
 
 
+def _butterworth_power(ratio: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """|ratio|^(2N) per row, N = ``order`` (B,). On CPU, for the integer orders the parameter law draws (2, 3, 4),
+    by repeated squaring row by row: ``pow`` with a tensor exponent (exp + log per element) was half of a filter's
+    response cost. CUDA (or a non-integer order): one ``pow``, no host read of the orders."""
+    if sync_free(ratio) or not bool((order == order.round()).all()):
+        return ratio.abs().pow(2.0 * order[:, None])
+    y = ratio.square()
+    out = torch.empty_like(y)
+    for i, n in enumerate(order.round().long().tolist()):
+        yi, oi = y[i], out[i]
+        if n == 2:
+            torch.square(yi, out=oi)
+        elif n == 4:
+            torch.square(yi, out=oi).square_()
+        elif n == 3:
+            torch.mul(yi, yi, out=oi).mul_(yi)
+        else:
+            torch.pow(yi, n, out=oi)
+    return out
+
+
+def _highpass_term(n: int, cutoff_hz: torch.Tensor, rolloff_db: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """(w_c / w)^(2N) at the rfft bins: |H|^2 = 1 / (1 + this)."""
+    ratio = _warp(cutoff_hz, sample_rate)[:, None] / _warped_grid(n, cutoff_hz.device)[None]  # inf at DC -> |H| = 0
+    return _butterworth_power(ratio, rolloff_db / 6.0)
+
+
+def _bandstop_term(n: int, center_hz: torch.Tensor, bandwidth_hz: torch.Tensor, rolloff_db: torch.Tensor,
+                   sample_rate: int) -> torch.Tensor:
+    """Omega^(2N) at the rfft bins: |H|^2 = 1 / (1 + this)."""
+    w = _warped_grid(n, center_hz.device)[None]
+    w1 = _warp((center_hz - bandwidth_hz / 2).clamp(min=0.0), sample_rate)[:, None]
+    w2 = _warp(center_hz + bandwidth_hz / 2, sample_rate)[:, None]
+    omega = (w2 - w1) / (w1 * w2 / w - w)  # written so that DC (w = 0) gives 0, not 0/0
+    return _butterworth_power(omega, rolloff_db / 6.0)
+
+
 def highpass_response(n: int, cutoff_hz: torch.Tensor, rolloff_db: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """|H| of ``butter(rolloff/6, cutoff, 'highpass', fs=sample_rate)`` at the rfft bins of an n-point signal.
 
@@ -109,10 +159,7 @@ def highpass_response(n: int, cutoff_hz: torch.Tensor, rolloff_db: torch.Tensor,
     Returns:
         (B, n//2+1) float32 magnitudes in [0, 1].
     """
-    w = _warped_grid(n, cutoff_hz.device)[None]
-    order = (rolloff_db / 6.0)[:, None]
-    ratio = _warp(cutoff_hz, sample_rate)[:, None] / w  # inf at DC -> |H| = 0
-    return torch.rsqrt(1.0 + ratio.abs().pow(2.0 * order))
+    return torch.rsqrt(1.0 + _highpass_term(n, cutoff_hz, rolloff_db, sample_rate))
 
 
 def bandstop_response(n: int, center_hz: torch.Tensor, bandwidth_hz: torch.Tensor, rolloff_db: torch.Tensor,
@@ -128,11 +175,29 @@ def bandstop_response(n: int, center_hz: torch.Tensor, bandwidth_hz: torch.Tenso
     Returns:
         (B, n//2+1) float32 magnitudes in [0, 1].
     """
-    w = _warped_grid(n, center_hz.device)[None]
-    w1 = _warp((center_hz - bandwidth_hz / 2).clamp(min=0.0), sample_rate)[:, None]
-    w2 = _warp(center_hz + bandwidth_hz / 2, sample_rate)[:, None]
-    omega = (w2 - w1) / (w1 * w2 / w - w)  # written so that DC (w = 0) gives 0, not 0/0
-    return torch.rsqrt(1.0 + omega.abs().pow(2.0 * (rolloff_db / 6.0)[:, None]))
+    return torch.rsqrt(1.0 + _bandstop_term(n, center_hz, bandwidth_hz, rolloff_db, sample_rate))
+
+
+def filter_response(n: int, hp_fires: torch.Tensor, cutoff_hz: torch.Tensor, hp_rolloff_db: torch.Tensor,
+                    bs_fires: torch.Tensor, center_hz: torch.Tensor, bandwidth_hz: torch.Tensor,
+                    bs_rolloff_db: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """|H_hp H_bs| at the rfft bins of an n-point signal, each factor only on the rows where it fires:
+    1 / sqrt((1 + hp term) (1 + bs term)), one rsqrt for both. All params (B,); returns (B, n//2+1)."""
+    if sync_free(cutoff_hz):
+        den = torch.where(hp_fires[:, None], 1.0 + _highpass_term(n, cutoff_hz, hp_rolloff_db, sample_rate), 1.0)
+        den = den * torch.where(bs_fires[:, None],
+                                1.0 + _bandstop_term(n, center_hz, bandwidth_hz, bs_rolloff_db, sample_rate), 1.0)
+        return den.rsqrt_()
+    den = torch.ones(hp_fires.shape[0], n // 2 + 1, device=cutoff_hz.device)
+    for fires, term, args in ((hp_fires, _highpass_term, (cutoff_hz, hp_rolloff_db)),
+                              (bs_fires, _bandstop_term, (center_hz, bandwidth_hz, bs_rolloff_db))):
+        rows = fires.nonzero().squeeze(1)
+        if rows.numel() == fires.shape[0]:
+            den.mul_(term(n, *args, sample_rate).add_(1.0))
+        elif rows.numel():
+            sub = term(n, *(a.index_select(0, rows) for a in args), sample_rate).add_(1.0)
+            den.index_copy_(0, rows, sub.mul_(den.index_select(0, rows)))
+    return den.rsqrt_()
 
 
 def fft_filter(wav: torch.Tensor, response: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import math
 import torch
 
 from audiomosaic.augment.filters import apply_where
+from audiomosaic.augment.filters import sync_free as _sync_free
 
 N_FFT = 2048  # librosa.effects.time_stretch / pitch_shift defaults
 HOP = 512
@@ -29,13 +30,23 @@ def _window(n_fft: int, device: torch.device) -> torch.Tensor:
     return torch.hann_window(n_fft, periodic=True, device=device)  # scipy/librosa 'hann' (fftbins=True)
 
 
-def stft(x: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+def stft(x: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP, zero_frames: int = 0) -> torch.Tensor:
     """librosa-style centred STFT (zero padding) in time-major layout: (B, S) -> (B, 1 + S // hop, n_fft//2+1).
 
     Time-major so the vocoder's per-example frame lookups copy whole contiguous rows.
+
+    Args:
+        zero_frames: all-zero frames appended after the last one (the vocoder's padding frame, written in the same
+            buffer instead of a copy of the whole STFT).
     """
     xp = torch.nn.functional.pad(x, (n_fft // 2, n_fft // 2))
-    return torch.fft.rfft(xp.unfold(1, n_fft, hop) * _window(n_fft, x.device), dim=-1)
+    framed = xp.unfold(1, n_fft, hop)
+    if not zero_frames:
+        return torch.fft.rfft(framed * _window(n_fft, x.device), dim=-1)
+    buf = framed.new_empty(x.shape[0], framed.shape[1] + zero_frames, n_fft)
+    torch.mul(framed, _window(n_fft, x.device), out=buf[:, :framed.shape[1]])
+    buf[:, framed.shape[1]:] = 0.0
+    return torch.fft.rfft(buf, dim=-1)
 
 
 def _inverse_envelope(n_valid: torch.Tensor, n_frames: int, n_fft: int, hop: int) -> torch.Tensor:
@@ -65,14 +76,20 @@ def _envelopes(n_frames: int, n_fft: int, hop: int, device: torch.device) -> tup
     return full, torch.where(tail > 1e-8, 1.0 / tail, 0.0)
 
 
-def _overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
-    """(B, T, n_fft) -> (B, n_fft + (T - 1) hop); n_fft must be a multiple of hop (k = n_fft / hop shifts)."""
+def _overlap_add(frames: torch.Tensor, hop: int, window: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T, n_fft) -> (B, n_fft + (T - 1) hop); n_fft must be a multiple of hop (k = n_fft / hop shifts).
+
+    ``window``: optional (n_fft,) synthesis window, applied inside the adds (one pass over the frames fewer)."""
     b, t, n_fft = frames.shape
     k = n_fft // hop
     blocks = frames.reshape(b, t, k, hop)
     out = frames.new_zeros(b, t + k - 1, hop)
+    w = None if window is None else window.reshape(k, hop)
     for j in range(k):  # k = 4 shifted block adds, not a loop over examples
-        out[:, j:j + t] += blocks[:, :, j]
+        if w is None:
+            out[:, j:j + t] += blocks[:, :, j]
+        else:
+            out[:, j:j + t].addcmul_(blocks[:, :, j], w[j])
     return out.reshape(b, -1)
 
 
@@ -87,14 +104,18 @@ def istft(spec: torch.Tensor, length: int, n_fft: int = N_FFT, hop: int = HOP,
     """
     b, t, _ = spec.shape
     k = n_fft // hop
-    frames = torch.fft.irfft(spec, n=n_fft, dim=-1).mul_(_window(n_fft, spec.device))
-    y = _overlap_add(frames, hop)
+    y = _overlap_add(torch.fft.irfft(spec, n=n_fft, dim=-1), hop, _window(n_fft, spec.device))
     # a clip of a few frames needs the general envelope; on CUDA always take it (reading min() back would be a
     # host sync, and the extra pass costs little there)
-    if n_valid is not None and (spec.is_cuda or int(n_valid.min()) < k - 1):
+    if n_valid is not None and (_sync_free(spec) or int(n_valid.min()) < k - 1):
         y.mul_(_inverse_envelope(n_valid, t, n_fft, hop))
     else:
-        full, tail = _envelopes(t, n_fft, hop, spec.device)
+        if n_valid is None:
+            full, tail = _envelopes(t, n_fft, hop, spec.device)
+        else:  # a cached envelope of more frames: it equals this one up to the last frame's start, and the tail
+            # after each clip's last frame is patched below (frame counts vary per call: no cache miss per call)
+            full, tail = _envelopes(-(-t // 64) * 64, n_fft, hop, spec.device)
+            full = full[:y.shape[1]]
         if n_valid is not None:  # after each clip's last frame the window power is the tail's, not the full one
             pos = n_valid[:, None] * hop + torch.arange(tail.numel(), device=spec.device)[None]
             patched = y.gather(1, pos).mul_(tail)
@@ -105,30 +126,6 @@ def istft(spec: torch.Tensor, length: int, n_fft: int = N_FFT, hop: int = HOP,
     return y if y.shape[1] == length else torch.nn.functional.pad(y, (0, length - y.shape[1]))
 
 
-def _cumprod_time(g: torch.Tensor) -> torch.Tensor:
-    """Cumulative product along dim 1 of a complex (B, T, F) tensor (in place on CPU).
-
-    CUDA: ``torch.cumprod``. CPU: a two-level blocked scan (prefix products inside blocks of ~sqrt(T) frames, then
-    across block ends, then one broadcast multiply) measured 1.7x faster than ``torch.cumprod``'s complex scan and
-    3x faster than a plain loop over frames, whose T small multiplies are dominated by call overhead.
-    """
-    if g.is_cuda:
-        return torch.cumprod(g, dim=1)
-    b, t, f = g.shape
-    k = max(1, math.isqrt(t))
-    nb = t // k
-    blocks = g[:, :nb * k].view(b, nb, k, f)
-    for i in range(1, k):  # ~sqrt(T) steps, each over all blocks
-        blocks[:, :, i].mul_(blocks[:, :, i - 1])
-    for j in range(1, nb):  # block ends become prefix products
-        blocks[:, j, k - 1].mul_(blocks[:, j - 1, k - 1])
-    if nb > 1:
-        blocks[:, 1:, :k - 1].mul_(blocks[:, :-1, k - 1:].clone())
-    for i in range(nb * k, t):  # the < k leftover frames
-        g[:, i].mul_(g[:, i - 1])
-    return g
-
-
 def _take_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x[b, idx[b, t]] for x (B, T, F) and idx (B, N) -> (B, N, F), as one row ``index_select`` on the flattened
     (B T, F) view: measured several times faster than advanced indexing, for complex tensors especially."""
@@ -137,33 +134,7 @@ def _take_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.reshape(b * t, f).index_select(0, flat.reshape(-1)).view(b, idx.shape[1], f)
 
 
-def _mag_and_phasors(spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """|X| and X / |X| of a (B, T, F) STFT, each with one extra frame T: zero magnitude, unit phasor 1 (librosa's
-    zero padding after the last frame). A zero-magnitude bin gets the phasor 1 (``np.angle(0) = 0``).
-
-    Written with contiguous passes only: re^2 and im^2 in one pass over the interleaved (real) view, their sum,
-    rsqrt, then X * rsqrt; ``abs()`` of a complex tensor (hypot) and real ops on strided re / im views measured
-    3-6x slower on CPU.
-    Returns:
-        (B, T + 1, F) float magnitudes and (B, T + 1, F) complex unit phasors.
-    """
-    b, t_in, n_bins = spec.shape
-    sq = torch.view_as_real(spec).square()
-    power = torch.add(sq[..., 0], sq[..., 1])  # (B, T, F), contiguous
-    del sq
-    inv = power.rsqrt_()  # 1 / |X|, inf where |X| = 0
-    mag = torch.zeros(b, t_in + 1, n_bins, device=spec.device)
-    unit = torch.empty(b, t_in + 1, n_bins, dtype=spec.dtype, device=spec.device)
-    unit[:, t_in] = 1.0
-    torch.mul(spec, inv, out=unit[:, :t_in])
-    torch.reciprocal(inv, out=mag[:, :t_in])  # exactly 0 where |X| = 0
-    # silence: 0 * inf above; must not stall the phase (max() == inf: 10x cheaper than isinf().any() on CPU)
-    if spec.is_cuda or float(inv.max()) == math.inf:
-        unit[:, :t_in].masked_fill_(mag[:, :t_in] == 0, 1.0)
-    return mag, unit
-
-
-def _frame_positions(rate: torch.Tensor, n_out: int, t_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _frame_positions(rate: torch.Tensor, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Output frame t reads input position t * rate: (B, n_out) floor j (long) and fraction alpha (float32)."""
     step = torch.arange(n_out, device=rate.device, dtype=torch.float32)[None] * rate[:, None].float()
     j = step.floor().long()
@@ -186,9 +157,9 @@ def phase_vocoder(spec: torch.Tensor, rate: torch.Tensor, n_out: int,
     - CPU (default): the product telescopes. With k_t = j_{t-1} + 1 (k_0 = 0) it equals u_{k_t} C_t, where
       C_t = prod_{s < t} u_{k_s} conj(u_{j_s}) and every factor with k_s = j_s (input read one frame further, the
       usual case) is 1. Only the "events" where the read position repeats or skips a frame (a fraction |1 - rate|
-      of the frames) enter a short cumulative product; the rest is two row gathers and two multiplies.
-    - CUDA (``sync_free``): the rotations of all frames, one gather and ``torch.cumprod`` (no data-dependent
-      shapes, so no host sync).
+      of the frames) enter a short cumulative product; the rest is a row gather and two multiplies.
+    - CUDA (``sync_free``): the rotations of all frames, gathered, and ``torch.cumprod``: no data-dependent
+      shapes, so no host sync.
 
     Args:
         spec: (B, T, F) complex STFT from :func:`stft`.
@@ -200,37 +171,59 @@ def phase_vocoder(spec: torch.Tensor, rate: torch.Tensor, n_out: int,
         (B, n_out, F) complex STFT and (B,) long: the frames librosa would produce, #{t : t * rate < T}; the
         later ones are zero and must not count in the istft normalisation.
     """
-    b, t_in, n_bins = spec.shape
-    sync_free = spec.is_cuda if sync_free is None else sync_free
-    mag, unit = _mag_and_phasors(spec)  # frame t_in: |X| = 0, u = 1
-    j, alpha = _frame_positions(rate, n_out, t_in)
+    padded = torch.cat([spec, spec.new_zeros(spec.shape[0], 1, spec.shape[2])], dim=1)
+    return _vocode(padded, rate, n_out, max_bin, sync_free)
+
+
+def _vocode(spec: torch.Tensor, rate: torch.Tensor, n_out: int, max_bin: torch.Tensor | None = None,
+            sync_free: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`phase_vocoder` on a (B, T + 1, F) STFT whose last frame is zero (``stft(zero_frames=1)``), which it
+    overwrites with its unit phasors (one buffer fewer per call)."""
+    b, t_pad, n_bins = spec.shape
+    t_in = t_pad - 1  # frame t_in: |X| = 0, phasor 1 (librosa's zero padding)
+    no_sync = _sync_free(spec) if sync_free is None else sync_free
+    # |X| and X / |X| with contiguous passes only: abs() of a complex tensor (hypot) and real ops on strided re / im
+    # views measured 3-6x slower on CPU than squaring the interleaved view and adding its two halves
+    sq = torch.view_as_real(spec).square()
+    inv = torch.add(sq[..., 0], sq[..., 1]).rsqrt_()  # 1 / |X|, inf where |X| = 0
+    del sq
+    mag = torch.reciprocal(inv)  # exactly 0 where |X| = 0
+    unit = spec.mul_(inv)  # in place: the STFT is not needed any more; 0 * inf = nan on zero bins, fixed next
+    # max() == inf is 10x cheaper than isinf().any() on CPU; CUDA always fills (reading back would sync)
+    if no_sync or (t_in > 0 and float(inv[:, :t_in].max()) == math.inf):
+        unit.masked_fill_(mag == 0, 1.0)  # the padding frame included
+    else:
+        unit[:, t_in] = 1.0
+    del inv
+    j, alpha = _frame_positions(rate, n_out)
     n_valid = (j < t_in).sum(1)  # = #{t : t * rate < T}, as the float32 steps round
-    jc = j.clamp(max=t_in)  # frames past the end read the zero frame t_in
+    jc = j.clamp(max=t_in)  # frames past the end read the zero frame
     # magnitudes: lerp of frames j and j + 1 (both clamped to the zero frame)
     m = _take_frames(mag, jc).lerp_(_take_frames(mag, (j + 1).clamp_(max=t_in)), alpha[..., None])
+    del mag
     if max_bin is not None:
         m.mul_((torch.arange(n_bins, device=spec.device)[None] <= max_bin[:, None]).to(m.dtype)[:, None])
     k = torch.cat([torch.zeros_like(j[:, :1]), (j[:, :-1] + 1).clamp_(max=t_in)], dim=1)
-    if sync_free:
-        # rotation into k_t from k_t - 1 for every frame; at t = 0 the start phasor u_0
-        prev = torch.cat([torch.zeros_like(k[:, :1]), k[:, 1:] - 1], dim=1)
+    if no_sync:
+        # the rotation into frame k_t from k_t - 1 for every output frame; at t = 0 the start phasor u_0
         rot = _take_frames(unit, k)
-        if t_in > 0:
-            rot[:, 1:].mul_(_take_frames(unit, prev[:, 1:]).conj())
+        rot[:, 1:].mul_(_take_frames(unit, k[:, 1:] - 1).conj())
         return torch.cumprod(rot, dim=1).mul_(m), n_valid
     out = _take_frames(unit, k)
-    # events: output frames s >= 1 (inside the input) whose k_s != j_s; their factors u_{k_s} conj(u_{j_s})
+    # events: output frames s (inside the input) with k_s != j_s; their factors u_{k_s} conj(u_{j_s})
     event = (k != jc) & (j < t_in)
     rows, cols = event.nonzero(as_tuple=True)
     if rows.numel():
-        flat = unit.view(b * (t_in + 1), n_bins)
-        base = rows * (t_in + 1)
+        flat = unit.view(b * t_pad, n_bins)
+        base = rows * t_pad
         d = flat.index_select(0, base + k[rows, cols]).mul_(flat.index_select(0, base + jc[rows, cols]).conj())
-        rank = event.cumsum(1)  # events at or before t; C_t uses those before t
+        rank = event.cumsum(1)  # events at or before t; C_t takes those before t
         n_ev = int(rank[:, -1].max())
         factors = torch.ones(b, n_ev + 1, n_bins, dtype=spec.dtype, device=spec.device)
         factors.view(-1, n_bins).index_copy_(0, rows * (n_ev + 1) + rank[rows, cols], d)
-        factors = _cumprod_time(factors)
+        # a short scan (n_ev ~ |1 - rate| T); gathering its rows measured cheaper than one broadcast multiply
+        # per constant run (~50 small ops per call)
+        factors = torch.cumprod(factors, dim=1)
         before = torch.cat([torch.zeros_like(rank[:, :1]), rank[:, :-1]], dim=1)
         out.mul_(_take_frames(factors, before))
     return out.mul_(m), n_valid
@@ -239,6 +232,14 @@ def phase_vocoder(spec: torch.Tensor, rate: torch.Tensor, n_out: int,
 def _stretch_frames(length: int, n_fft: int, hop: int) -> int:
     """Output frames whose centred windows touch samples [0, length)."""
     return (length + n_fft // 2) // hop + 1
+
+
+def _valid_frames(rate: torch.Tensor, n_out: int, t_in: int, no_sync: bool) -> int:
+    """On CPU, the output frames any row really produces (``phase_vocoder``'s n_valid; the later ones are zero
+    and only cost FFT and memory passes: up to 23% of a time stretch at rate 1.3); on CUDA n_out itself (no sync)."""
+    if no_sync:
+        return n_out
+    return max(1, min(n_out, int((_frame_positions(rate, n_out)[0] < t_in).sum(1).max())))
 
 
 def time_stretch(wav: torch.Tensor, rate: torch.Tensor, fires: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -260,7 +261,8 @@ def time_stretch(wav: torch.Tensor, rate: torch.Tensor, fires: torch.Tensor, len
 
     def run(x: torch.Tensor, r: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         s = x.shape[-1]
-        spec, n_valid = phase_vocoder(stft(x, n_fft, hop), r, _stretch_frames(s, n_fft, hop))
+        n_out = _valid_frames(r, _stretch_frames(s, n_fft, hop), 1 + s // hop, _sync_free(x))
+        spec, n_valid = _vocode(stft(x, n_fft, hop, zero_frames=1), r, n_out)
         out = istft(spec, s, n_fft, hop, n_valid)
         return _zero_past(out, torch.round(n.double() / r.double()))  # librosa's len_stretch
 
@@ -294,12 +296,13 @@ def pitch_shift(wav: torch.Tensor, semitones: torch.Tensor, sample_rate: int, fi
     def run(x: torch.Tensor, n_semi: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         s = x.shape[-1]
         r = torch.pow(2.0, -n_semi.double() / 12.0)  # stretch rate; float64 so positions i / r stay exact
-        if x.is_cuda and max_semitones is not None:
+        if _sync_free(x) and max_semitones is not None:
             long_len = int(math.ceil(s * 2.0 ** (max_semitones / 12.0))) + 2
         else:  # the buffer must fit the slowest stretch; a host sync on CUDA
             long_len = int(math.ceil(s / float(r.min()))) + 2
         max_bin = (r.clamp(max=1.0) * (n_fft // 2)).float()
-        spec, n_valid = phase_vocoder(stft(x, n_fft, hop), r.float(), _stretch_frames(long_len, n_fft, hop), max_bin)
+        n_out = _valid_frames(r.float(), _stretch_frames(long_len, n_fft, hop), 1 + s // hop, _sync_free(x))
+        spec, n_valid = _vocode(stft(x, n_fft, hop, zero_frames=1), r.float(), n_out, max_bin)
         stretched = istft(spec, long_len, n_fft, hop, n_valid)
         out = interp_cubic(stretched, torch.arange(s, device=x.device, dtype=torch.float64)[None] / r[:, None])
         # Reads at i / r past the stretched length round(L / r) are zero (librosa's fix_length).
@@ -332,7 +335,7 @@ def interp_cubic(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 def _zero_past(x: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
     """In place: x[b, i] = 0 for i >= end[b] (end (B,), any real dtype); on CPU touches only the columns past
     min(end), on CUDA all of them (min() read back to the host would be a sync)."""
-    first = 0 if x.is_cuda else int(end.min().clamp(0, x.shape[1]))
+    first = 0 if _sync_free(x) else int(end.min().clamp(0, x.shape[1]))
     if first < x.shape[1]:
         cols = torch.arange(first, x.shape[1], device=x.device, dtype=end.dtype)
         x[:, first:].masked_fill_(cols[None] >= end[:, None], 0.0)
