@@ -89,10 +89,10 @@ def _gate_columns(pre: PretrainConfig, info: Mapping[str, Any]) -> dict[str, Any
             "gate_pass": gate(pre, info)}
 
 
-def probe_arms(ctx: Context) -> None:
+def probe_arms(ctx: Context, arms: tuple[Condition, ...] = ARMS) -> None:
     """Linear and weighted-sum probes of every arm on every task; rows -> ``table_decide``."""
     for seed in ctx.seeds:  # seed-major: any stop leaves complete paired blocks
-        for cond in ARMS:
+        for cond in arms:
             pre = pretrain_config(ctx, cond, seed)
             if is_done(ctx, "table_decide", "decide", cond.name, seed, config_hash(pre), 2 * len(ctx.tasks)):
                 continue
@@ -111,10 +111,10 @@ def probe_arms(ctx: Context) -> None:
                 f"{r['task']}/{r['probe']} {r['value']:.4f}" for r in rows), flush=True)
 
 
-def finetune_arms(ctx: Context) -> None:
+def finetune_arms(ctx: Context, arms: tuple[Condition, ...] = ARMS) -> None:
     """Fine-tune every arm's encoder (random init: from scratch) on the fine-tuning tasks -> ``table_decide_finetune``."""
     for seed in ctx.seeds:
-        for cond in ARMS:
+        for cond in arms:
             pre = pretrain_config(ctx, cond, seed)
             if is_done(ctx, "table_decide_finetune", "decide_finetune", cond.name, seed, config_hash(pre),
                        len(ctx.finetune_tasks)):
@@ -134,10 +134,10 @@ def finetune_arms(ctx: Context) -> None:
             save_rows(ctx, "table_decide_finetune", rows)
 
 
-def curve_arms(ctx: Context, task: str = "inst11") -> None:
+def curve_arms(ctx: Context, arms: tuple[Condition, ...] = ARMS, task: str = "inst11") -> None:
     """Linear probes of every exported encoder (``encoder-step<N>.safetensors``) -> ``fig_learning_curve``."""
     for seed in ctx.seeds:
-        for cond in ARMS[:3]:
+        for cond in (c for c in arms if c.pretrain):
             pre, weights, info = encoder_or_random(ctx, cond, seed)
             steps = sorted(Path(weights).parent.glob("encoder-step*.safetensors"))
             if is_done(ctx, "fig_learning_curve", "decide_curve", cond.name, seed, config_hash(pre), len(steps)):
@@ -155,9 +155,14 @@ def curve_arms(ctx: Context, task: str = "inst11") -> None:
             save_rows(ctx, "fig_learning_curve", rows)
 
 
-def run(name: str, ctx: Context) -> None:
-    """Run one of :data:`SUITES` with the pre-registered design."""
-    {"decide": probe_arms, "decide_finetune": finetune_arms, "decide_curve": curve_arms}[name](design(ctx))
+def run(name: str, ctx: Context, conditions: tuple[str, ...] = ()) -> None:
+    """Run one of :data:`SUITES` with the pre-registered design; ``conditions`` keeps only those arms (e.g. the
+    schedule pilot's ``tf mae``)."""
+    unknown = set(conditions) - {c.name for c in ARMS}
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)} for {name}; allowed: {', '.join(c.name for c in ARMS)}")
+    arms = tuple(c for c in ARMS if not conditions or c.name in conditions)
+    {"decide": probe_arms, "decide_finetune": finetune_arms, "decide_curve": curve_arms}[name](design(ctx), arms)
 
 
 # --------------------------------------------------------------------------------------------- the analysis
