@@ -136,3 +136,17 @@ def test_curves_and_show() -> None:
     assert figures.show(fig).data[:8] == b"\x89PNG\r\n\x1a\n" and figures.show(None) is None
     with pytest.raises(ValueError, match="step"):
         figures.plot_curves([{"epoch": 1, "loss": 1.0}])
+
+
+def test_learning_curve_figure_draws_each_arms_seed_mean_and_is_byte_stable(tmp_path: Path) -> None:
+    rows = [{"model": arm, "task": "inst11", "step": step, "metric": "accuracy", "seed": seed,
+             "value": base + step / 4000 + seed / 100, **{k: v for k, v in PROV.items() if k != "seed"}}
+            for arm, base in (("tf", 0.3), ("mae", 0.2)) for step in (400, 800, 1200) for seed in (0, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "fig_learning_curve.csv", index=False)
+    fig = figures.fig_decide(analysis.load_result(tmp_path, "fig_learning_curve"))
+    lines = {c.get_label(): list(np.round(np.asarray(c.lines[0].get_ydata(), dtype=float), 6))
+             for c in fig.axes[0].containers}
+    assert lines == {"tf": [0.41, 0.51, 0.61], "mae": [0.31, 0.41, 0.51]}  # base + step/4000 + mean seed/100
+    for out in ("a", "b"):
+        figures.paper_figure("fig_decide_curve", tmp_path, tmp_path / out, ("png", "pdf"))
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b") and len(_digest(tmp_path / "a")) == 2

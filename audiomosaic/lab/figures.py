@@ -399,6 +399,21 @@ def fig_spoof(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def fig_decide(df: pd.DataFrame) -> Figure:
+    """The reproduction that can decide (``fig_learning_curve``): inst11 linear-probe accuracy of the encoders
+    exported during pre-training, one line per arm (contrastive TF, contrastive unstructured at matched tokens,
+    masked reconstruction), mean ± 1 s.d. over seeds."""
+    fig, axes = new_figure(1, 1, 5.0, 3.0)
+    ax = axes[0, 0]
+    for i, (arm, g) in enumerate(df.groupby("model", sort=False)):
+        _line(ax, g, "step", str(arm), PALETTE[i % len(PALETTE)])
+    n = int(df["seed"].nunique()) if "seed" in df else 1
+    ax.set(xlabel="pre-training step", ylabel=_metric(df),
+           title=f"{df['task'].iloc[0]} linear probe during pre-training ({n} seed{'s' if n > 1 else ''})")
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
 # figure name -> (result table it reads or None, plotting function)
 PAPER_FIGURES: dict[str, tuple[str | None, Any]] = {
     "fig1_masking": (None, lambda _: fig1_masking()),
@@ -409,6 +424,7 @@ PAPER_FIGURES: dict[str, tuple[str | None, Any]] = {
     "fig4c_batch_size": ("fig4c_batch_size", fig4c_batch_size),
     "fig_alm": ("alm_runs", fig_alm),
     "fig_spoof": ("table_spoof", fig_spoof),
+    "fig_decide_curve": ("fig_learning_curve", fig_decide),
 }
 
 

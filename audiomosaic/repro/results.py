@@ -34,6 +34,10 @@ RESULTS: dict[str, tuple[str, ...]] = {
     # audio-language demonstration (audiomosaic.alm.demo): one row per condition, seed and metric; its summary
     # with CIs and verdicts is table_alm.csv (audiomosaic.alm.report.summary_table)
     "alm_runs": ("condition", "metric", "value"),
+    # the pre-registered reproduction (audiomosaic.repro.decide): probes, fine-tunes, learning curves; gate columns
+    "table_decide": ("model", "task", "probe", "metric", "value", "gate_pass"),
+    "table_decide_finetune": ("model", "task", "metric", "value", "gate_pass"),
+    "fig_learning_curve": ("model", "task", "step", "metric", "value"),
 }
 TABLES = ("table_finetune", "table_probe")
 
