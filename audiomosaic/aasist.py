@@ -33,6 +33,8 @@ import torch.nn.functional as F
 
 from audiomosaic.config import EncoderConfig
 from audiomosaic.model import AudioMosaic
+from audiomosaic.reference import rel_err
+from audiomosaic.train.checkpoint import encoder_config_from_authors, load_authors_state_dict, strip_prefixes
 
 GAT_DIMS = (64, 32)
 FILTERS = ((1, 32), (32, 32), (32, 64), (64, 64), (64, 64), (64, 64))  # the six residual blocks (in, out)
@@ -303,7 +305,6 @@ def convert_authors_aasist(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
 
     timm's default ``head`` (a 1000-way Linear the authors' class inherits and never uses) is dropped.
     """
-    from audiomosaic.train.checkpoint import strip_prefixes
 
     out = {}
     for k, v in strip_prefixes(state_dict).items():
@@ -316,7 +317,6 @@ def convert_authors_aasist(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
 def load_authors_aasist(model: AudioMosaicAASIST, state_dict: Mapping[str, torch.Tensor], strict: bool = True
                         ) -> tuple[list[str], list[str]]:
     """Load an authors' AASIST (or our) state dict; encoder keys go through the ViT converter (pos resize)."""
-    from audiomosaic.train.checkpoint import load_authors_state_dict
 
     return load_authors_state_dict(model, convert_authors_aasist(state_dict), strict=strict)
 
@@ -341,7 +341,6 @@ def load_aasist_fixture(path: str | Path) -> dict[str, Any]:
 
 def model_from_fixture(fx: Mapping[str, Any], token_order: str = "flat") -> AudioMosaicAASIST:
     """Build the fixture's model and load its state dict strictly (eval mode)."""
-    from audiomosaic.train.checkpoint import encoder_config_from_authors
 
     cfg = encoder_config_from_authors({k: v for k, v in fx["config"].items() if k in _ENCODER_KEYS})
     model = AudioMosaicAASIST(cfg, token_order=token_order)
@@ -352,7 +351,6 @@ def model_from_fixture(fx: Mapping[str, Any], token_order: str = "flat") -> Audi
 @torch.no_grad()
 def verify_aasist(path: str | Path) -> dict[str, float]:
     """Max relative error (max|out - ref| / max|ref|) of the tokens and logits recomputed from the fixture."""
-    from audiomosaic.reference import rel_err
 
     fx = load_aasist_fixture(path)
     model = model_from_fixture(fx)

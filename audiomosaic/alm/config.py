@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from audiomosaic.config import (EncoderConfig, FrontendConfig, RuntimeConfig, apply_overrides, encoder_config,
-                                resolve)
-from audiomosaic.presets import ALM_PRESETS, ALM_STAGES as STAGES
+from audiomosaic.config import EncoderConfig, FrontendConfig, RuntimeConfig, apply_overrides, encoder_config, resolve
+from audiomosaic.presets import ALM_PRESETS
 
 Pooling = Literal["reference", "time"]
 AudioInput = Literal["encoder", "zero", "shuffle"]  # zero / shuffle: the no-audio controls

@@ -22,15 +22,21 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from audiomosaic.alm.config import STAGES, AlmConfig, resolve_alm
+from audiomosaic.alm.config import AlmConfig, resolve_alm
 from audiomosaic.alm.evaluate import answer_all, attribute_f1, caption_to_label, exact_match
 from audiomosaic.alm.lm import build_audio_lm, save_adapter
+from audiomosaic.alm.report import run_rows, summary_table
 from audiomosaic.alm.text import build_word_tokenizer, left_pad, make_prompt
 from audiomosaic.alm.train import train_stage
 from audiomosaic.config import resolve
-from audiomosaic.data.captions import (CAPTION_PROMPTS, ClipText, attribute_values, questions, read_clips,
-                                       stage_examples)
+from audiomosaic.data import build
+from audiomosaic.data.audio import fit_length, read_audio
+from audiomosaic.data.captions import CAPTION_PROMPTS, ClipText, attribute_values, questions, read_clips, stage_examples
+from audiomosaic.frontend import fbank_batch, samples_for_frames
+from audiomosaic.paths import data_dir
 from audiomosaic.presets import ALM_DEMO_PRESETS
+from audiomosaic.presets import ALM_STAGES as STAGES
+from audiomosaic.repro.results import append_results, provenance
 
 CONDITIONS = ("pretrained", "random_init", "no_audio")
 CAPTION_ATTRS = ("word", "accent", "family", "register", "loudness", "drum", "pack")  # what captions name
@@ -79,8 +85,6 @@ def select_clips(clips: Sequence[ClipText], split: str, per_task: int, seed: int
 
 def load_fbanks(root: Path, clips: Sequence[ClipText], cfg: AlmConfig, batch: int = 64) -> torch.Tensor:
     """(N, T, F) normalised fbanks (LTU's constants) of ``clips``, as float16 to halve the memory."""
-    from audiomosaic.data.audio import fit_length, read_audio
-    from audiomosaic.frontend import fbank_batch, samples_for_frames
 
     n = samples_for_frames(cfg.frontend.target_frames, cfg.frontend)
     out = []
@@ -242,11 +246,9 @@ def _first_per_attribute(qs: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def prepare(demo: DemoConfig, run_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Corpus (built on first use), the selected clips, their fbanks and the text-only LM (reused if saved)."""
-    from audiomosaic.paths import data_dir
 
     root = Path(demo.root) if demo.root else data_dir(demo.recipe)
     if not (root / "metadata.csv").is_file():
-        from audiomosaic.data import build
 
         root = Path(build(demo.recipe, root, progress=False))
     clips = read_clips(root)
@@ -274,8 +276,6 @@ def run_demo(demo: DemoConfig, run_dir: str | Path, results_dir: str | Path | No
         ``alm_runs.csv`` (rows with provenance, replacing earlier rows of the same condition/seed/metric) and
         ``table_alm.csv`` (from every row of ``alm_runs.csv``).
     """
-    from audiomosaic.alm.report import run_rows, summary_table
-    from audiomosaic.repro.results import append_results, provenance
 
     run_dir = Path(run_dir)
     data = prepare(demo, run_dir, log)

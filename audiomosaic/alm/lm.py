@@ -21,6 +21,7 @@ from audiomosaic.alm.prefix import AudioPrefix
 from audiomosaic.alm.text import IGNORE, encode_prompt, left_pad
 from audiomosaic.config import apply_overrides, config_hash, from_dict, to_dict
 from audiomosaic.model import AudioMosaic
+from audiomosaic.train.checkpoint import load_any
 
 # LoRA targets by architecture, the first whose names all occur among the LM's linear layers wins: LLaMA-family
 # (LLaMA, Vicuna, Mistral, Qwen, OPT, GPT-J, Phi) q/v; GPT-2 / GPT-BigCode's fused qkv; GPT-NeoX, Falcon, BLOOM;
@@ -205,7 +206,6 @@ def build_encoder(cfg: AlmConfig) -> AudioMosaic:
     drop path, input (frontend.target_frames, num_mel_bins)."""
     spec_size = (cfg.frontend.target_frames, cfg.frontend.num_mel_bins)
     if cfg.encoder_path:
-        from audiomosaic.train.checkpoint import load_any
 
         return load_any(cfg.encoder_path, drop_path_rate=0.0, spec_size=spec_size)
     with torch.random.fork_rng(devices=[]):

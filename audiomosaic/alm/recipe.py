@@ -18,6 +18,10 @@ import torch
 from audiomosaic.alm.config import AlmConfig
 from audiomosaic.alm.lm import AudioLM, build_audio_lm, load_adapter, save_adapter
 from audiomosaic.alm.train import train_stage
+from audiomosaic.data.audio import read_audio
+from audiomosaic.frontend import fbank
+from audiomosaic.train.runlog import MetricsLog, write_config
+from audiomosaic.train.runtime import resolve_device
 
 
 def read_questions(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -34,8 +38,6 @@ def read_questions(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 def spec_reader(paths: Sequence[str], cfg: AlmConfig, root: str | Path = "") -> Any:
     """``get_specs(clip indices)`` for :func:`train_stage`: files -> (B, T, F) LTU-normalised fbanks."""
-    from audiomosaic.data.audio import read_audio
-    from audiomosaic.frontend import fbank
 
     def get(ids: Sequence[int]) -> torch.Tensor:
         return torch.stack([fbank(np.asarray(read_audio(Path(root) / paths[i])), 16000, cfg.frontend) for i in ids])
@@ -52,8 +54,6 @@ def run_stage(cfg: AlmConfig, questions: str | Path, run_dir: str | Path, init: 
         audio_root: folder that relative ``audio_id`` paths are under.
         model: an already built model (tests); default: built from ``cfg`` (the LM from ``cfg.lm.path``).
     """
-    from audiomosaic.train.runlog import MetricsLog, write_config
-    from audiomosaic.train.runtime import resolve_device
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

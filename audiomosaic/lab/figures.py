@@ -351,7 +351,7 @@ def ablation_figure(df: pd.DataFrame, ablation: str) -> Figure:
 
 def fig_alm(df: pd.DataFrame) -> Figure:
     """Audio-language demonstration: each metric's mean over seeds per condition, with 95 % t-intervals."""
-    from audiomosaic.alm.report import SHORT, summary_table
+    from audiomosaic.alm.report import SHORT, summary_table  # late: the alm package is an optional extra
 
     summ = summary_table(df)
     conds = [c for c in ("pretrained", "random_init", "no_audio") if f"{c}_mean" in summ]
