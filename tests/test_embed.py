@@ -13,23 +13,19 @@ from audiomosaic.config import FrontendConfig, to_dict
 from audiomosaic.data.audio import read_audio
 from audiomosaic.embed import Embedder
 from audiomosaic.frontend import fbank, samples_for_frames
-from audiomosaic.model import create_model
-from audiomosaic.train.checkpoint import save_weights
 
 SR = 16000
 T = 128  # window: 128 frames = 1.28 s
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return create_model("vit_nano", spec_size=(T, 128)).eval()
+def model(nano_model):
+    return nano_model
 
 
 @pytest.fixture(scope="module")
-def export(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "nano.safetensors"
-    return save_weights(model, path, meta={"frontend": to_dict(FrontendConfig(target_frames=T))})
+def export(nano_export):
+    return nano_export
 
 
 def _representation(model, wav):

@@ -12,11 +12,9 @@ import pytest
 import torch
 
 import audiomosaic.hear
-from audiomosaic.config import FrontendConfig, to_dict
+from audiomosaic.config import FrontendConfig
 from audiomosaic.embed import segment_centres_ms
 from audiomosaic.frontend import fbank
-from audiomosaic.model import create_model
-from audiomosaic.train.checkpoint import save_weights
 
 SR = 16000
 T = 128  # window: 128 frames = 1.28 s, 8 patch columns of 160 ms
@@ -24,15 +22,13 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return create_model("vit_nano", spec_size=(T, 128)).eval()
+def model(nano_model):
+    return nano_model
 
 
 @pytest.fixture(scope="module")
-def export(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "nano.safetensors"
-    return str(save_weights(model, path, meta={"frontend": to_dict(FrontendConfig(target_frames=T))}))
+def export(nano_export):
+    return str(nano_export)
 
 
 def _noise(n, seconds, device="cpu"):
