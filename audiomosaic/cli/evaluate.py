@@ -82,6 +82,10 @@ def finetune_main(argv: list[str] | None = None) -> int:
     cfg, run_dir, out = done
     rows = list(out["folds"].values()) if "folds" in out else [out]
     print(format_results([{**r, "head": "finetune"} for r in rows]))
+    if "sets" in out:  # dev + test sets (dev_manifest / test_sets): last and best-on-dev epoch
+        from audiomosaic.train.spoof import summary
+
+        print(summary(out["sets"]))
     if "folds" in out:
         print(f"mean over folds {list(cfg.folds)}: {out['metric']} {out['value']:.4f}")
     print(f"run dir: {run_dir}")

@@ -376,7 +376,8 @@ def fig_spoof(df: pd.DataFrame) -> Figure:
     tracks = list(dict.fromkeys(d["track"].astype(str)))
     choices = [c for c in ("last", "best_dev") if (d["epoch_choice"] == c).any()]
     d["arm"] = d["model"].astype(str) + " / " + d["head"].astype(str)
-    arms = list(dict.fromkeys(d["arm"]))
+    rank = {"pretrained": 0, "random_init": 1, "linear": 0, "aasist": 1}  # fixed colours whatever the row order
+    arms = sorted(dict.fromkeys(d["arm"]), key=lambda a: [rank.get(x, 2) for x in a.split(" / ")[::-1]] + [a])
     sets = list(dict.fromkeys(d["test_set"].astype(str)))
     fig, axes = new_figure(len(choices), len(tracks), 5.0 * len(tracks), 2.8 * len(choices))
     width = 0.8 / max(1, len(arms))
@@ -392,10 +393,10 @@ def fig_spoof(df: pd.DataFrame) -> Figure:
                        label=arm)
             ax.axhline(50.0, ls=":", lw=1, color="0.4")  # chance
             ax.set_xticks(np.arange(len(sets)), sets)
-            ax.set(ylim=(0, 60), ylabel="EER % (lower is better)",
+            ax.set(ylim=(0, 75), ylabel="EER % (lower is better)",
                    title=f"{track}: {'last epoch' if choice == 'last' else 'best dev epoch'}")
             if i == 0 and j == 0:
-                ax.legend(frameon=False, fontsize=7, loc="lower left")
+                ax.legend(frameon=False, fontsize=7, loc="upper left", ncol=2)
     return fig
 
 

@@ -143,7 +143,12 @@ def load_weights(path: str | Path, **encoder_overrides: Any) -> AudioMosaic:
         raise ValueError(f"{side} not found: a .safetensors export needs its JSON sidecar")
     meta = json.loads(side.read_text())
     cfg = from_dict(EncoderConfig, {**meta["encoder"], **encoder_overrides})
-    model = AudioMosaic(cfg, num_classes=meta.get("num_classes", 0), projector=meta.get("projector", True))
+    if meta.get("head") == "aasist":  # a fine-tuned encoder + AASIST classifier (FinetuneConfig.head)
+        from audiomosaic.aasist import AudioMosaicAASIST  # late: aasist builds on this module
+
+        model = AudioMosaicAASIST(cfg, token_order=meta.get("token_order", "flat"))
+    else:
+        model = AudioMosaic(cfg, num_classes=meta.get("num_classes", 0), projector=meta.get("projector", True))
     load_authors_state_dict(model, load_file(str(path)))
     return model
 

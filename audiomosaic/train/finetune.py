@@ -6,6 +6,11 @@ lam), fbank, SpecAugment (one frequency and one time band), then a token mask th
 frequency rows of the true grid (:func:`audiomosaic.masking.time_freq_mask`). AdamW with BEiT layer-wise lr decay,
 lr = blr x global batch / 256, per-step warmup + cosine. Evaluation on the test split every ``eval_every`` epochs;
 the LAST epoch is reported (docs/method.md Decision 5), the best-on-test epoch only with ``report_best``, labelled so.
+With ``dev_manifest`` / ``test_sets`` (EnvSDD-style spoof detection, :mod:`audiomosaic.train.spoof`) the per-epoch
+evaluation reads the dev split only, the best epoch is chosen on it, and the test sets are read once at the end.
+
+``head="aasist"`` swaps the linear head for the AASIST graph back-end over all final tokens
+(:class:`audiomosaic.aasist.AudioMosaicAASIST`, parameters under ``aasist.``, which layer decay gives the top lr).
 
 Every random draw of a step comes from a generator seeded by (seed, step), and the data order from (seed, epoch),
 so a run resumed from any checkpoint continues exactly as if it had not stopped.
@@ -20,13 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from audiomosaic.aasist import AudioMosaicAASIST
 from audiomosaic.augment.chain import roll_mag
 from audiomosaic.augment.supervised import beta, mixup, spec_augment, spec_noise
 from audiomosaic.config import EncoderConfig, FinetuneConfig, apply_overrides, config_changes, from_dict, to_dict
 from audiomosaic.data import AudioDataset, Manifest, SkipCounter, collate
 from audiomosaic.frontend import fbank_batch
 from audiomosaic.masking import time_freq_mask
-from audiomosaic.metrics import task_metrics
+from audiomosaic.metrics import primary_metric, task_metrics
 from audiomosaic.model import AudioMosaic
 from audiomosaic.train.checkpoint import (
     list_resume,
@@ -85,10 +91,30 @@ class WeightedEpochBatchSampler(ResumableBatchSampler):
 
 # ---------------------------------------------------------------------------------------------------- model
 
+def make_classifier(ecfg: EncoderConfig, cfg: FinetuneConfig, num_classes: int) -> AudioMosaic:
+    """An uninitialised-from-checkpoint classifier of ``cfg.head``: ``linear`` (AudioMosaic + Linear head) or
+    ``aasist`` (:class:`AudioMosaicAASIST`, two classes only).
+
+    Raises:
+        ValueError: ``head="aasist"`` on a task with other than two classes.
+    """
+    if cfg.head == "aasist":
+        if num_classes != 2:
+            raise ValueError(f"head='aasist' is a binary (spoof / bona fide) head; the task has {num_classes} classes")
+        return AudioMosaicAASIST(ecfg, token_order=cfg.aasist_token_order)
+    return AudioMosaic(ecfg, num_classes=num_classes, projector=False)
+
+
+def num_outputs(model: AudioMosaic) -> int:
+    """Logit count of a classifier of either head."""
+    return 2 if isinstance(model, AudioMosaicAASIST) else model.head.out_features
+
+
 def build_classifier(encoder: AudioMosaic | str | Path, cfg: FinetuneConfig, num_classes: int) -> AudioMosaic:
     """A classifier on (target_frames, num_mel_bins) inputs, initialised from ``encoder`` (a model, a checkpoint
     path, or ``"random"`` for ``cfg.encoder`` from scratch). The position table is resized to the input grid;
-    the projector is dropped and the head starts at N(0, 2.5e-5).
+    the projector is dropped and the head starts at N(0, 2.5e-5) (linear) or at PyTorch's default init (AASIST,
+    as the authors).
 
     Raises:
         ValueError: the checkpoint misses encoder weights the classifier needs (an architecture mismatch).
@@ -102,10 +128,10 @@ def build_classifier(encoder: AudioMosaic | str | Path, cfg: FinetuneConfig, num
     ecfg = (apply_overrides(src.cfg, {**size, "drop_path_rate": cfg.encoder.drop_path_rate}) if src is not None
             else apply_overrides(cfg.encoder, size))
     seed_everything(cfg.runtime.seed)
-    model = AudioMosaic(ecfg, num_classes=num_classes, projector=False)
+    model = make_classifier(ecfg, cfg, num_classes)
     if src is not None:
         missing, _ = load_authors_state_dict(model, src.state_dict(), strict=False)
-        lost = [k for k in missing if not k.startswith("head.")]
+        lost = [k for k in missing if not k.startswith(("head.", "aasist."))]
         if lost:
             raise ValueError(f"the checkpoint lacks {len(lost)} encoder weights of the classifier, e.g. {lost[:3]}")
     return model
@@ -180,7 +206,7 @@ def evaluate(r: Run, loader: DataLoader) -> dict[str, float]:
 def save_state(r: Run, run_dir: Path) -> None:
     state = {"model": r.model.state_dict(), "optimizer": r.optimizer.state_dict(), "scaler": r.scaler.state_dict(),
              "step": r.step, "config": to_dict(r.cfg), "encoder": to_dict(r.model.cfg),
-             "num_classes": r.model.head.out_features, "history": r.history, "meter": r.meter.state_dict()}
+             "num_classes": num_outputs(r.model), "history": r.history, "meter": r.meter.state_dict()}
     save_resume(state, run_dir, r.step, r.cfg.runtime.keep_ckpts)
 
 
@@ -229,9 +255,26 @@ def train_epoch(r: Run, epoch: int, run_dir: Path, log: MetricsLog, test_loader:
     last = r.step >= r.schedule.total_steps
     if last or (epoch + 1) % max(cfg.eval_every, 1) == 0:
         rec.update({f"test_{k}": v for k, v in evaluate(r, test_loader).items()})
+        if cfg.dev_manifest:  # ``test_loader`` is the dev split: keep the best epoch's weights
+            keep_best(r, rec, run_dir)
     r.history.append(rec)
     log.write(rec)
     save_state(r, run_dir)
+
+
+def keep_best(r: Run, rec: dict[str, Any], run_dir: Path) -> None:
+    """Write ``best.safetensors`` when ``rec`` (an epoch evaluated on the dev split) beats every earlier evaluated
+    epoch on the primary metric (EER: lower; ties keep the earlier epoch). Written before the epoch's checkpoint, so
+    a resume that repeats the epoch rewrites the same weights."""
+    metric = primary_metric(r.multi_label, r.cfg.eer)
+    sign = 1.0 if metric == "eer" else -1.0
+    earlier = [h[f"test_{metric}"] for h in r.history if f"test_{metric}" in h]
+    if earlier and sign * rec[f"test_{metric}"] >= min(sign * v for v in earlier):
+        return
+    save_weights(r.model, run_dir / "best.safetensors",
+                 meta={"frontend": to_dict(r.cfg.frontend), "head": r.cfg.head,
+                       "token_order": r.cfg.aasist_token_order, "epoch": rec["epoch"],
+                       "step": r.step, "selection": f"best dev {metric}", "dev_value": rec[f"test_{metric}"]})
 
 
 def _loaders(cfg: FinetuneConfig, train: Manifest, test: Manifest, device: torch.device
@@ -277,7 +320,7 @@ def finetune_task(cfg: FinetuneConfig, encoder: AudioMosaic | str | Path | None,
         raise ValueError(f"nothing to resume in {run_dir}; give --checkpoint")
     multi_label = is_multi_label(train, test)
     if state is not None:
-        model = AudioMosaic(from_dict(EncoderConfig, state["encoder"]), state["num_classes"], projector=False)
+        model = make_classifier(from_dict(EncoderConfig, state["encoder"]), cfg, state["num_classes"])
     else:
         model = build_classifier(encoder, cfg, train.num_classes)
     device = resolve_device(cfg.runtime.device)
@@ -300,7 +343,8 @@ def finetune_task(cfg: FinetuneConfig, encoder: AudioMosaic | str | Path | None,
     row.pop("head")
     log.write({"kind": "result", "step": r.step, **row})  # a step, so a resume's truncate drops it
     save_weights(model, run_dir / "model.safetensors",
-                 meta={"frontend": to_dict(cfg.frontend), "classes": train.classes, "result": row})
+                 meta={"frontend": to_dict(cfg.frontend), "classes": train.classes, "result": row, "head": cfg.head,
+                       "token_order": cfg.aasist_token_order})
     out = {**row, "lr": r.schedule.base_lr, "n_train": len(train), "n_test": len(test), "run_dir": str(run_dir)}
     write_json_atomic(run_dir / "results.json", out)
     return out
@@ -312,6 +356,10 @@ def run_finetune(cfg: FinetuneConfig, encoder: AudioMosaic | str | Path | None, 
     average the folds' last-epoch metric. ``encoder``: a model, a checkpoint path, ``"random"`` (from scratch)
     or None (resume only)."""
     run_dir = Path(run_dir)
+    if cfg.dev_manifest or cfg.test_sets:
+        from audiomosaic.train.spoof import run_sets  # imports this module
+
+        return run_sets(cfg, encoder, run_dir, train=train, resume=resume)
     if not cfg.folds:
         if train is None or test is None:
             train, test = task_manifests(cfg.data)
