@@ -85,3 +85,9 @@ def test_mae_arm_starts_from_the_contrastive_arms_initial_weights(mae_run: Path,
     assert set(mae_init) < set(tf_init)  # the projector is the contrastive arm's only extra
     for k, v in mae_init.items():
         assert v.equal(tf_init[k]), k
+
+
+def test_resuming_a_finished_run_reports_its_last_logged_losses(mae_run: Path, tiny_corpus: Path) -> None:
+    summary = pretrain(_cfg(tiny_corpus), mae_run, resume=True)  # nothing left to train
+    last = _records(mae_run)[-1]
+    assert summary["step"] == 6 and summary["loss"] == last["loss"] and summary["baseline"] == last["baseline"]

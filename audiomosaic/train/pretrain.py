@@ -45,7 +45,15 @@ from audiomosaic.paths import data_dir
 from audiomosaic.train.checkpoint import list_resume, load_resume, save_resume, save_weights
 from audiomosaic.train.dist import DistInfo, all_reduce_mean, gather_with_grad, init_distributed, print0
 from audiomosaic.train.optim import Schedule, build_adamw, cosine_lr, make_schedule, set_lr
-from audiomosaic.train.runlog import DeviceMeter, MetricsLog, capture_rng, progress_bar, restore_rng, write_config
+from audiomosaic.train.runlog import (
+    DeviceMeter,
+    MetricsLog,
+    capture_rng,
+    progress_bar,
+    read_metrics,
+    restore_rng,
+    write_config,
+)
 from audiomosaic.train.runtime import (
     EpochBatchSampler,
     backend_settings,
@@ -420,6 +428,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, info: DistInfo) 
         if last:
             shown = " ".join(f"{k} {last[k]:.4f}" for k in ("loss", "top1", "baseline") if k in last)
             print0(f"epoch {epoch}: step {t.step}/{t.schedule.total_steps} {shown} skipped {last['skipped']}")
+    if not last and info.is_main:  # resumed a finished run: report its last logged window
+        last = (read_metrics(run_dir / "metrics.jsonl") or [{}])[-1]
     weights = run_dir / "encoder.safetensors"
     if info.is_main:
         save_weights(t.raw, weights, {"frontend": to_dict(cfg.frontend), "pretrain": to_dict(cfg), "step": t.step})
