@@ -1,7 +1,7 @@
 """The reproduction that can decide (issue #11), pre-registered in ``paper_figures/README.md`` before its runs.
 
 Four arms share seeds, pool, schedule and initial encoder weights (preset ``repro_cpu_long``: nano ViT, 0.975-s
-windows cut at random from whole files, an unpadded 6 x 8 grid, ~2,000 steps):
+windows cut at random from whole files, an unpadded 6 x 8 grid, 36 epochs, ~3,900 steps):
 
 - ``tf``: AudioMosaic, time 0.6 / frequency 0.4 (16 and 24 of 48 tokens visible);
 - ``unstructured_matched``: the same contrastive objective with unstructured masks of 20 + 20 visible tokens, the
