@@ -28,8 +28,7 @@ QA = [("what is the word ?", "happy"), ("describe the sound .", "a soft low bass
 
 
 @pytest.fixture(scope="module")
-def tok():
-    torch.set_num_threads(1)
+def tok(one_thread_module):  # one thread for this module only (restored after: other tests compare across processes)
     return build_word_tokenizer(TEXT)
 
 
