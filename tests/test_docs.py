@@ -1,8 +1,8 @@
 """The documents the code cites live in docs/ and every citation of them resolves.
 
 Three checks over the repository's own files (tracked, or untracked and not ignored):
-1. nothing points outside the repository (``../shared``, ``/work/shared``) or cites the old reference documents by
-   their old names (SPEC, DATA.md, NOTEBOOKS.md, STYLE.md) instead of ``docs/*.md``;
+1. nothing points outside the repository (at the reference folder beside a checkout) or cites the old reference
+   documents by their old names (SPEC, DATA.md, NOTEBOOKS.md, STYLE.md) instead of ``docs/*.md``;
 2. every ``docs/<name>.md`` citation names an existing file and, when it gives a section (``§5.3``, ``§3c``,
    ``§3(b)3``, ``§5C``, ``§7-9``), a decision (``Decision 4``) or a style point (``docs/style.md 13``), that section,
    decision or point exists;

@@ -334,29 +334,38 @@ class TwoViewAugment:
     def both(self, wav: torch.Tensor, generator: torch.Generator | None = None,
              lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The two views as one (2B, S) batch, view-major: rows [A ; B]."""
+        return self.views(wav, generator, lengths, 2)
+
+    def views(self, wav: torch.Tensor, generator: torch.Generator | None = None,
+              lengths: torch.Tensor | None = None, n: int = 2) -> torch.Tensor:
+        """The first ``n`` (1 or 2) views as one (nB, S) batch, view-major. Both views' parameters are always
+        drawn, so the generator advances alike for any ``n`` and view A gets the same parameters (its noise
+        samples, drawn for the whole batch, differ)."""
         if wav.ndim != 2:
             raise ValueError(f"TwoViewAugment expects (B, samples), got shape {tuple(wav.shape)}")
         b = wav.shape[0]
         p = sample_params(self.cfg, b, generator, wav.device)
-        flat = {k: v if v.ndim == 0 else v.reshape(2 * b) for k, v in p.items()}  # view-major: rows [A ; B]
-        lens = None if lengths is None else lengths.repeat(2)
+        flat = {k: v if v.ndim == 0 else v[:n].reshape(n * b) for k, v in p.items()}  # view-major: rows [A ; B]
+        lens = None if lengths is None else lengths.repeat(n)
         return apply_chain(wav, flat, self.sample_rate, lens, self.cfg.vocoder_n_fft, self.cfg.vocoder_hop,
-                           max(self.cfg.pitch_semitones), repeat=2)
+                           max(self.cfg.pitch_semitones), repeat=n)
+
+
+def views_fbank(wav: torch.Tensor, cfg_aug: AugmentConfig = AugmentConfig(),
+                cfg_frontend: FrontendConfig = FrontendConfig(), generator: torch.Generator | None = None,
+                lengths: torch.Tensor | None = None, n: int = 2) -> torch.Tensor:
+    """Augment the first ``n`` views and compute their normalised fbanks (docs/method.md §3 step 3; fbank_batch
+    removes the mean). wav (B, S) at ``cfg_frontend.sample_rate`` -> (nB, 1, target_frames, num_mel_bins),
+    view-major."""
+    views = TwoViewAugment(cfg_aug, cfg_frontend.sample_rate).views(wav, generator, lengths, n)
+    if lengths is None:  # CPU: row chunks, as the vocoder ops (augment_filters.CPU_CHUNK_SAMPLES)
+        return map_rows(lambda x: fbank_batch(x, cfg_frontend), views)
+    return map_rows(lambda x, m: fbank_batch(x, cfg_frontend, m), views, lengths.to(views.device).repeat(n))
 
 
 def two_view_fbank(wav: torch.Tensor, cfg_aug: AugmentConfig = AugmentConfig(),
                    cfg_frontend: FrontendConfig = FrontendConfig(), generator: torch.Generator | None = None,
                    lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment two views and compute their normalised fbanks (docs/method.md §3 step 3; fbank_batch removes the mean).
-
-    Args:
-        wav: (B, S) waveforms at ``cfg_frontend.sample_rate``.
-    Returns:
-        Two (B, 1, target_frames, num_mel_bins) tensors.
-    """
-    both = TwoViewAugment(cfg_aug, cfg_frontend.sample_rate).both(wav, generator, lengths)
-    if lengths is None:  # CPU: row chunks, as the vocoder ops (augment_filters.CPU_CHUNK_SAMPLES)
-        spec = map_rows(lambda x: fbank_batch(x, cfg_frontend), both)
-    else:
-        spec = map_rows(lambda x, n: fbank_batch(x, cfg_frontend, n), both, lengths.to(both.device).repeat(2))
+    """Both views' normalised fbanks, each (B, 1, target_frames, num_mel_bins) (:func:`views_fbank`)."""
+    spec = views_fbank(wav, cfg_aug, cfg_frontend, generator, lengths, 2)
     return spec[:wav.shape[0]], spec[wav.shape[0]:]

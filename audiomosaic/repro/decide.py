@@ -25,15 +25,14 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from audiomosaic.config import FinetuneConfig, PretrainConfig, config_hash, resolve, to_dict
-from audiomosaic.presets import FINETUNE_PRESETS
+from audiomosaic.config import PretrainConfig, config_hash
 from audiomosaic.repro.stats import holm, paired_t_test, summarize, verdict
 from audiomosaic.repro.suites import (
     Condition,
     Context,
     base_row,
-    corpus,
     encoder_or_random,
+    finetune_config,
     is_done,
     pretrain_config,
     probe_config,
@@ -112,7 +111,8 @@ def probe_arms(ctx: Context, arms: tuple[Condition, ...] = ARMS) -> None:
 
 
 def finetune_arms(ctx: Context, arms: tuple[Condition, ...] = ARMS) -> None:
-    """Fine-tune every arm's encoder (random init: from scratch) on the fine-tuning tasks -> ``table_decide_finetune``."""
+    """Fine-tune every arm's encoder (random init: from scratch) on the fine-tuning tasks ->
+    ``table_decide_finetune``."""
     for seed in ctx.seeds:
         for cond in arms:
             pre = pretrain_config(ctx, cond, seed)
@@ -122,10 +122,7 @@ def finetune_arms(ctx: Context, arms: tuple[Condition, ...] = ARMS) -> None:
             pre, weights, info = encoder_or_random(ctx, cond, seed)
             rows = []
             for task in ctx.finetune_tasks:
-                ov = {"data.num_workers": 0, "runtime.progress": False, "data.root": str(corpus(pre)),
-                      "data.task": task, "runtime.seed": seed, "encoder": to_dict(pre.encoder),
-                      "frontend": to_dict(pre.frontend)}
-                cfg = resolve(ctx.finetune_preset, ov, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
+                cfg = finetune_config(ctx, pre, task, seed)
                 t0 = time.perf_counter()
                 res = run_finetune(cfg, weights, run_dir(ctx, "finetune", cond, pre, cfg), resume=True)
                 rows.append({"model": cond.name, "task": res["task"], "metric": res["metric"], "value": res["value"],

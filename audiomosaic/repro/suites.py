@@ -4,8 +4,9 @@
 (command line: :mod:`audiomosaic.cli.repro`).
 
 A suite is a list of conditions (dotted PretrainConfig overrides). For every (condition, seed) the encoder is
-pre-trained with :func:`audiomosaic.train.pretrain.pretrain` in ``<run-root>/pretrain/<config hash>`` (content-addressed:
-two suites asking for the same config share one encoder, and a stopped run resumes from its checkpoint), then
+pre-trained with :func:`audiomosaic.train.pretrain.pretrain` in ``<run-root>/pretrain/<config hash>``
+(content-addressed: two suites asking for the same config share one encoder, and a stopped run resumes from its
+checkpoint), then
 evaluated on the corpus' labelled tasks (held-out groups). Rows go to the committed tables of
 :data:`audiomosaic.lab.analysis.RESULTS` in ``--out`` with their provenance; a (condition, seed) whose rows are there
 is skipped, so an interrupted suite continues where it stopped. ``--report`` turns the tables into ``claims.csv``
@@ -86,9 +87,9 @@ RATIO_GRID = ((0.4, 0.2), (0.4, 0.4), (0.4, 0.6), (0.6, 0.2), (0.6, 0.4), (0.6, 
 RATIO = tuple(TF if (t, f) == (0.6, 0.4) else Condition(f"tf_t{t}_f{f}", {**TF.overrides, "mask.ratio_time": t,
                                                                            "mask.ratio_freq": f})
               for t, f in RATIO_GRID)
-# The reference layout differs from the paper layout only on a non-square patch grid (docs/method.md §5.3): 96 frames of the
-# 1-s clips give a 6 x 8 (time x frequency) grid, where the authors' code masks and places sin-cos positions on a
-# transposed (8, 6) view. Both arms use the same input, so the comparison isolates the geometry.
+# The reference layout differs from the paper layout only on a non-square patch grid (docs/method.md §5.3): 96
+# frames of the 1-s clips give a 6 x 8 (time x frequency) grid, where the authors' code masks and places sin-cos
+# positions on a transposed (8, 6) view. Both arms use the same input, so the comparison isolates the geometry.
 _GRID_6X8 = {"frontend.target_frames": 96, "encoder.spec_size": (96, 128)}
 LAYOUT = (Condition("tf_paper_6x8", {**TF.overrides, **_GRID_6X8}),
           Condition("tf_reference_6x8", {"mask.mode": "tf", "mask.layout": "reference",
@@ -185,6 +186,13 @@ def probe_config(ctx: Context, pre: PretrainConfig, task: str, seed: int,
     return resolve(ctx.probe_preset, ov, presets=PROBE_PRESETS, cls=ProbeConfig)
 
 
+def finetune_config(ctx: Context, pre: PretrainConfig, task: str, seed: int) -> FinetuneConfig:
+    """The fine-tune of one task on the pre-training corpus; the encoder section matters only for random init."""
+    ov = {"data.num_workers": 0, "runtime.progress": False, **ctx.finetune_overrides, "data.root": str(corpus(pre)),
+          "data.task": task, "runtime.seed": seed, "encoder": to_dict(pre.encoder), "frontend": to_dict(pre.frontend)}
+    return resolve(ctx.finetune_preset, ov, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
+
+
 def encoder_or_random(ctx: Context, cond: Condition, seed: int) -> tuple[PretrainConfig, str, dict[str, Any]]:
     """(pre-training config, weights path or ``"random"``, pre-training info) of a condition."""
     pre = pretrain_config(ctx, cond, seed)
@@ -215,7 +223,8 @@ def base_row(ctx: Context, suite: str, cond: Condition, pre: PretrainConfig, inf
 TABLE_KEYS = {"table_probe": ("task", "probe"), "fig4a_masking_ratio": ("task",), "fig4b_tf_ratio_grid": ("task",),
               "fig4c_batch_size": ("task",), "fig2_effective_rank": ("task", "inference_masking"),
               "fig3_layerwise_probe": ("task", "probe", "layer"), "table_finetune": ("task",),
-              "table_decide": ("task", "probe"), "table_decide_finetune": ("task",), "fig_learning_curve": ("task", "step")}
+              "table_decide": ("task", "probe"), "table_decide_finetune": ("task",),
+              "fig_learning_curve": ("task", "step")}
 
 
 def table_path(ctx: Context, table: str) -> Path:
@@ -334,10 +343,7 @@ def finetune_suite(ctx: Context, conditions: Sequence[Condition] = EVAL_CONDITIO
             pre, weights, info = encoder_or_random(ctx, cond, seed)
             rows = []
             for task in ctx.finetune_tasks:
-                ov = {"data.num_workers": 0, "runtime.progress": False, **ctx.finetune_overrides,
-                      "data.root": str(corpus(pre)), "data.task": task, "runtime.seed": seed,
-                      "encoder": to_dict(pre.encoder), "frontend": to_dict(pre.frontend)}
-                cfg = resolve(ctx.finetune_preset, ov, presets=FINETUNE_PRESETS, cls=FinetuneConfig)
+                cfg = finetune_config(ctx, pre, task, seed)
                 t0 = time.perf_counter()
                 res = run_finetune(cfg, weights, run_dir(ctx, "finetune", cond, pre, cfg), resume=True)
                 rows.append({"model": cond.name, "task": res["task"], "metric": res["metric"], "value": res["value"],

@@ -30,13 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from audiomosaic.augment.chain import apply_chain, sample_params, two_view_fbank
-from audiomosaic.augment.filters import map_rows
+from audiomosaic.augment.chain import two_view_fbank, views_fbank
 from audiomosaic.config import DataConfig, PretrainConfig, config_changes, to_dict
 from audiomosaic.data import build, load_manifest, load_onthefly
 from audiomosaic.data.dataset import AudioDataset, collate
 from audiomosaic.data.onthefly import UnlabelledClips, onthefly_names
-from audiomosaic.frontend import fbank_batch
 from audiomosaic.losses import contrastive_accuracy, nt_xent_logits
 from audiomosaic.mae import DecoderConfig, MaskedAutoencoder
 from audiomosaic.masking import view_masks
@@ -76,7 +74,8 @@ class TwoViews(nn.Module):
 
     def forward(self, spec_a: torch.Tensor, keep_a: torch.Tensor, spec_b: torch.Tensor,
                 keep_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Separate calls: the views keep different token counts, and each projector BN sees one view (docs/method.md §4).
+        # Separate calls: the views keep different token counts, and each projector BN sees one view
+        # (docs/method.md §4).
         return self.model(spec_a, keep_a), self.model(spec_b, keep_b)
 
 
@@ -131,14 +130,9 @@ def make_views(t: Trainer, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[to
 
 
 def one_view(t: Trainer, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(n, S) waveforms -> (n, 1, T, F): the first of the two views' augmentation draws (the masked-reconstruction
-    objective sees one view per clip; the same chain and parameters as the contrastive runs' view A)."""
-    p = {k: v if v.ndim == 0 else v[0] for k, v in sample_params(t.cfg.augment, wav.shape[0], t.generator,
-                                                                  wav.device).items()}
-    a = t.cfg.augment
-    view = apply_chain(wav, p, t.cfg.frontend.sample_rate, lengths, a.vocoder_n_fft, a.vocoder_hop,
-                       max(a.pitch_semitones))
-    return map_rows(lambda x, n: fbank_batch(x, t.cfg.frontend, n), view, lengths)
+    """(n, S) waveforms -> (n, 1, T, F): one augmented view per clip, with view A's parameters of the contrastive
+    runs' draws (the masked-reconstruction objective sees one view)."""
+    return views_fbank(wav, t.cfg.augment, t.cfg.frontend, t.generator, lengths, n=1)
 
 
 def random_window(wav: torch.Tensor, lengths: torch.Tensor, clip: int, generator: torch.Generator
@@ -303,11 +297,13 @@ def pretrain_dataset(cfg: PretrainConfig, info: DistInfo) -> torch.utils.data.Da
         raise ValueError(f"pre-training manifest {path} not found; set data.root to a built corpus or data.manifest")
     clip = int(round(cfg.data.clip_seconds * cfg.frontend.sample_rate))
     # random_crop: whole files; train_step cuts the window (its draws are checkpointed, a worker's are not)
-    ds = AudioDataset(load_manifest(path), cfg.frontend.sample_rate, clip_samples=None if cfg.data.random_crop else clip)
+    ds = AudioDataset(load_manifest(path), cfg.frontend.sample_rate,
+                      clip_samples=None if cfg.data.random_crop else clip)
     if not cfg.data.onthefly:
         return ds
     parts: list[torch.utils.data.Dataset] = [ds]
-    for name in onthefly_names(root, cfg.data.onthefly):  # rendered in the workers: too big to store (docs/data.md §3c)
+    # rendered in the workers: too big to store (docs/data.md §3c)
+    for name in onthefly_names(root, cfg.data.onthefly):
         parts.append(UnlabelledClips(load_onthefly(root / "onthefly" / f"{name}.json", "train"), clip,
                                      sum(len(p) for p in parts)))
     return torch.utils.data.ConcatDataset(parts)
@@ -371,7 +367,8 @@ def derived_values(t: Trainer, num_clips: int, steps_per_epoch: int) -> dict[str
             "steps_per_epoch": steps_per_epoch, "epochs": math.ceil(s.total_steps / steps_per_epoch),
             "global_batch": t.cfg.data.batch_size * t.info.world_size, "world_size": t.info.world_size,
             "num_clips": num_clips, "grid": list(t.raw.grid), "tokens_per_view": visible,
-            "params": param_count(t.raw), "objective": t.cfg.objective, "device": str(t.device), "dtype": str(t.dtype).replace("torch.", "")}
+            "params": param_count(t.raw), "objective": t.cfg.objective, "device": str(t.device),
+            "dtype": str(t.dtype).replace("torch.", "")}
 
 
 def restarted() -> bool:
