@@ -292,3 +292,31 @@ def test_decide_design_matches_the_preregistration() -> None:
     assert decide.gate(mae, {"step": 2000, "loss": 0.5, "baseline": 0.9})
     assert not decide.gate(mae, {"step": 2000, "loss": 0.95, "baseline": 0.9})
     assert decide.gate(pre, {"step": 0}) is None  # random init: nothing to gate
+
+
+def test_decide_suites_run_seed_major(monkeypatch, tmp_path: Path) -> None:
+    """Several decide suites over several seeds run seed by seed, so a stop leaves every suite's finished seeds
+    whole (the order is the point: the suites themselves are exercised by the pilot and test_mae_engine)."""
+    from audiomosaic.cli import repro as cli
+    from audiomosaic.repro import decide
+
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    monkeypatch.setattr(decide, "run", lambda name, ctx, conds=(): calls.append((name, ctx.seeds)))
+    assert cli.main(["--seeds", "3", "5", "--suite", "decide", "decide_finetune", "decide_curve",
+                     "--out", str(tmp_path)]) == 0
+    assert calls == [(s, (seed,)) for seed in (3, 5) for s in ("decide", "decide_finetune", "decide_curve")]
+
+
+def test_code_version_is_the_last_commit_of_the_package() -> None:
+    """Rows carry the commit that last changed the package, not HEAD: a results-only commit mid-run keeps it."""
+    from audiomosaic.repro.suites import code_version
+
+    pkg = Path(__file__).resolve().parents[1] / "audiomosaic"
+    try:
+        want = subprocess.run(["git", "log", "-1", "--format=%h", "--", "."], cwd=pkg, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("not a git checkout")
+    if not want:
+        pytest.skip("not a git checkout")
+    assert code_version().removesuffix("+dirty") == want

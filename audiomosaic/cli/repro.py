@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(df), flush=True)
             status = int(df.empty or not df["within_noise"].all())
         elif not args.no_run:
-            for suite in args.suite:
-                if suite in decide.SUITES:
-                    decide.run(suite, ctx, tuple(args.conditions))
-                else:
-                    run_suite(suite, ctx, args.conditions)
+            for suite in (s for s in args.suite if s not in decide.SUITES):
+                run_suite(suite, ctx, args.conditions)
+            for seed in ctx.seeds:  # the decide suites seed-major: a stop leaves every suite's finished seeds whole
+                for suite in (s for s in args.suite if s in decide.SUITES):
+                    decide.run(suite, dataclasses.replace(ctx, seeds=(seed,)), tuple(args.conditions))
         if args.report or args.no_run:
 
             print(write_report(ctx.out, Path(args.readme) if args.readme else None))

@@ -138,16 +138,18 @@ def machine() -> str:
 
 
 def code_version() -> str:
-    """``git rev-parse --short HEAD``, with ``+dirty`` when the package differs from that commit (read-only)."""
-
-    sha = git_sha()
+    """The last commit that changed the package (``git log -1 -- audiomosaic``), with ``+dirty`` when the package
+    differs from HEAD (read-only). Why not HEAD: a commit of result rows, docs or tests between two seeds of a long
+    run leaves the code unchanged, and rows from one package tree should carry one version."""
     root = Path(__file__).resolve().parents[1]  # the whole package, not just repro/
     try:
+        sha = subprocess.run(["git", "log", "-1", "--format=%h", "--", "."], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip() or git_sha()
         diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=root, timeout=10).returncode
         untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", "."], cwd=root,
                                    capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return sha
+        return git_sha()
     return sha + ("+dirty" if diff or untracked else "")
 
 
