@@ -14,7 +14,7 @@ from audiomosaic.presets import FINETUNE_PRESETS, PROBE_PRESETS
 from audiomosaic.repro import decide
 from audiomosaic.repro.check import run_check, summary
 from audiomosaic.repro.report import write_report
-from audiomosaic.repro.suites import SUITES, TASKS, Context, check_conditions, run_suite
+from audiomosaic.repro.suites import SUITES, TASKS, Context, check_conditions, code_version, run_suite
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = context(args)
         if args.threads > 0:
             torch.set_num_threads(args.threads)
+        code_version()  # pin the rows' code version to the tree this process loaded
         if args.check:
 
             df = run_check(ctx, args.suite, args.conditions, Path(args.check_root), k=args.check_k)

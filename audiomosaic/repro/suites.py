@@ -20,6 +20,7 @@ masking, Fig. 2), ``layers`` (layer-wise / weighted / attentive probes of the tf
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -137,10 +138,12 @@ def machine() -> str:
     return name + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """The last commit that changed the package (``git log -1 -- audiomosaic``), with ``+dirty`` when the package
     differs from HEAD (read-only). Why not HEAD: a commit of result rows, docs or tests between two seeds of a long
-    run leaves the code unchanged, and rows from one package tree should carry one version."""
+    run leaves the code unchanged, and rows from one package tree should carry one version. Read once per process
+    (the CLI reads it at start): rows name the code the process loaded, not a tree edited while it ran."""
     root = Path(__file__).resolve().parents[1]  # the whole package, not just repro/
     try:
         sha = subprocess.run(["git", "log", "-1", "--format=%h", "--", "."], cwd=root, capture_output=True,
