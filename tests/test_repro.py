@@ -17,7 +17,7 @@ from audiomosaic.config import config_hash
 from audiomosaic.repro.suites import LAYOUT, MAIN, RATIO, STRATEGY, STRATEGY_RATIOS, Context, pretrain_config
 from audiomosaic.cli.repro import main
 from audiomosaic.repro.check import compare
-from audiomosaic.repro.decide import primary_claims
+from audiomosaic.repro.primary import primary_claims
 from audiomosaic.repro.stats import VERDICTS, verdict
 from audiomosaic.repro.report import claims_table, replace_section
 
@@ -258,6 +258,7 @@ def test_primary_claims_use_the_seed_as_unit_and_the_gate(tmp_path: Path) -> Non
     unstructured, mae = claims.loc[("weighted", "unstructured_matched")], claims.loc[("weighted", "mae")]
     assert unstructured["n_seeds"] == 6 and unstructured["diff_mean"] == pytest.approx(0.05)
     assert unstructured["verdict"] == "reproduced"
+    assert unstructured["sd_diff"] == pytest.approx(0.0, abs=1e-12) and unstructured["seeds_needed"] == 2
     assert mae["n_seeds"] == 5 and mae["diff_mean"] == pytest.approx(0.0, abs=1e-12)
     assert mae["verdict"] == "contradicted"  # identical arms: equivalent within the pre-registered ±0.02
     assert (claims.loc["finetune", "verdict"] == "not run").all()
@@ -308,13 +309,15 @@ def test_decide_suites_run_seed_major(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_code_version_is_the_last_commit_of_the_package() -> None:
-    """Rows carry the commit that last changed the package, not HEAD: a results-only commit mid-run keeps it."""
-    from audiomosaic.repro.suites import code_version
+    """Rows carry the commit that last changed the training code, not HEAD: a results-, docs- or figure-only
+    commit mid-run keeps it."""
+    from audiomosaic.repro.suites import ANALYSIS_ONLY, code_version
 
     pkg = Path(__file__).resolve().parents[1] / "audiomosaic"
+    assert all((pkg / p).exists() for p in ANALYSIS_ONLY)  # a renamed module must not fall back into the version
     try:
-        want = subprocess.run(["git", "log", "-1", "--format=%h", "--", "."], cwd=pkg, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
+        want = subprocess.run(["git", "log", "-1", "--format=%h", "--", ".", *(f":!{p}" for p in ANALYSIS_ONLY)],
+                              cwd=pkg, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pytest.skip("not a git checkout")
     if not want:

@@ -47,3 +47,25 @@ def test_result_tables_pivot_and_render_as_markdown(tmp_path: Path) -> None:
     path = results.write_table("table_finetune", table, tmp_path / "out")
     assert path.read_text().splitlines()[-3:] == ["| model | a acc | b acc |", "|---|---|---|", "| m | 0.5 | 0.25 |"]
     assert results.write_table("table_probe", results.result_table("table_probe", tmp_path), tmp_path) is None
+
+
+def _append_many(path: str, start: int) -> None:
+    for i in range(start, start + 40):
+        results.append_results([{"k": i, "v": i * 2}], path, key=("k",))
+
+
+def test_two_processes_appending_to_one_table_lose_no_row(tmp_path: Path) -> None:
+    """Two repro processes (one per core) write the same table: the lock keeps every row of both."""
+    import multiprocessing as mp
+
+    path = tmp_path / "t.csv"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(path), s)) for s in (0, 1000)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    df = pd.read_csv(path)
+    assert sorted(df["k"]) == [*range(40), *range(1000, 1040)] and (df["v"] == 2 * df["k"]).all()
+    assert not list(tmp_path.glob(".t.csv.tmp*"))  # no temporary file left behind

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from audiomosaic.repro.stats import holm, paired_t_test, sign_flip_test, summarize, wilcoxon_signed_rank
+from audiomosaic.repro.stats import (
+    holm,
+    paired_t_power,
+    paired_t_test,
+    seeds_needed,
+    sign_flip_test,
+    summarize,
+    wilcoxon_signed_rank,
+)
 
 
 def _samples(n: int, seed: int, shift: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
@@ -106,3 +114,19 @@ def test_holm_worked_example() -> None:
 def test_bad_input_raises(call) -> None:
     with pytest.raises(ValueError):
         call()
+
+
+@pytest.mark.parametrize("n, sd, delta, alpha", [(10, 1.0, 1.0, 0.05), (5, 0.02, 0.02, 0.0125), (30, 0.05, 0.01, 0.05)])
+def test_paired_t_power_matches_scipy_noncentral_t(n: int, sd: float, delta: float, alpha: float) -> None:
+    df, nc = n - 1, delta / (sd / math.sqrt(n))
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    assert paired_t_power(n, sd, delta, alpha) == pytest.approx(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc),
+                                                                rel=1e-9)
+
+
+def test_seeds_needed_is_the_first_count_with_enough_power() -> None:
+    assert seeds_needed(1.0, 1.0) == 10  # effect size 1, two-sided 0.05, power 0.8: the textbook 10 pairs
+    n = seeds_needed(0.02, 0.02, alpha=0.0125)
+    assert paired_t_power(n, 0.02, 0.02, 0.0125) >= 0.8 > paired_t_power(n - 1, 0.02, 0.02, 0.0125)
+    assert seeds_needed(0.01, 0.02) < seeds_needed(0.03, 0.02)  # noisier differences need more seeds
+    assert seeds_needed(1.0, 0.001, max_n=50) == 51  # none within reach

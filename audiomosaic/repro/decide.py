@@ -13,7 +13,7 @@ Every trained encoder is gated (:func:`gate`): a contrastive one must end clearl
 NT-Xent, ln(2B - 1), with a contrastive top-1 well above chance; a masked-reconstruction one below its
 predict-the-mean score. Evaluations: linear (final output) and weighted-sum probes on inst11, speaker15 and drums7,
 each the mean of its last 5 epochs; fine-tuning on inst11 and kws35; inst11 linear probes of the encoders exported
-every 400 steps (learning curves). The primary analysis is :func:`primary_claims`.
+every 400 steps (learning curves). The primary analysis is :func:`audiomosaic.repro.primary.primary_claims`.
 """
 from __future__ import annotations
 
@@ -23,10 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import pandas as pd
-
 from audiomosaic.config import PretrainConfig, config_hash
-from audiomosaic.repro.stats import holm, paired_t_test, summarize, verdict
 from audiomosaic.repro.suites import (
     Condition,
     Context,
@@ -160,44 +157,3 @@ def run(name: str, ctx: Context, conditions: tuple[str, ...] = ()) -> None:
         raise ValueError(f"unknown arms {sorted(unknown)} for {name}; allowed: {', '.join(c.name for c in ARMS)}")
     arms = tuple(c for c in ARMS if not conditions or c.name in conditions)
     {"decide": probe_arms, "decide_finetune": finetune_arms, "decide_curve": curve_arms}[name](design(ctx), arms)
-
-
-# --------------------------------------------------------------------------------------------- the analysis
-
-def _per_seed(df: pd.DataFrame, probe: str, arm: str) -> pd.Series:
-    """Task-averaged value per seed of one arm (the seed is the unit), from rows whose encoder passed its gate."""
-    rows = df[(df["model"] == arm) & ((df["probe"] == probe) if probe else True)]
-    if "gate_pass" in rows.columns:
-        rows = rows[rows["gate_pass"].astype(str) != "False"]
-    return rows.groupby("seed")["value"].mean()
-
-
-def primary_claims(out: str | Path) -> pd.DataFrame:
-    """The pre-registered primary comparisons: paired t over seeds, Holm over these four, equivalence at
-    ±:data:`MARGIN`, a verdict from the fixed vocabulary (no verdict but "inconclusive" below MIN_SEEDS)."""
-    rows = []
-    for table, probe, a, b in PRIMARY:
-        path = Path(out) / f"{table}.csv"
-        row: dict[str, Any] = {"analysis": "primary (pre-registered)", "table": table, "probe": probe or "finetune",
-                               "a": a, "b": b, "margin": MARGIN, "test": "paired t over seeds", "n_seeds": 0}
-        if path.is_file():
-            df = pd.read_csv(path)
-            sa, sb = _per_seed(df, probe, a), _per_seed(df, probe, b)
-            common = sa.index.intersection(sb.index)
-            if len(common) >= 2:
-                t = paired_t_test(sa[common], sb[common])
-                ma, mb = summarize(sa[common]), summarize(sb[common])
-                row.update(n_seeds=len(common), a_mean=ma.mean, b_mean=mb.mean, diff_mean=ma.mean - mb.mean,
-                           diff_ci_lo=t.ci_lo, diff_ci_hi=t.ci_hi, p=t.p_value, agrees=ma.mean > mb.mean)
-        rows.append(row)
-    ran = [r for r in rows if r["n_seeds"] >= 2]
-    for r, p in zip(ran, holm([r["p"] for r in ran]) if ran else []):
-        r["p_holm"] = p
-    for r in rows:
-        if r["n_seeds"] < 2:
-            r["verdict"] = "not run"
-        elif r["n_seeds"] < MIN_SEEDS:
-            r["verdict"] = "inconclusive"  # fewer seeds than pre-registered
-        else:
-            r["verdict"] = verdict(r, True, MARGIN)
-    return pd.DataFrame(rows)

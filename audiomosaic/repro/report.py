@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from audiomosaic.lab.analysis import markdown_table
-from audiomosaic.repro.decide import primary_claims
+from audiomosaic.repro.primary import primary_claims
 from audiomosaic.repro.stats import holm, paired_t_test, summarize, verdict, wilcoxon_signed_rank
 
 ALPHA = 0.05

@@ -7,6 +7,7 @@ The compute notebooks append rows with :func:`record_results`; figures and table
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 from pathlib import Path
@@ -113,15 +114,22 @@ def provenance(cfg: Any, source: str) -> dict[str, Any]:
 
 
 def append_results(rows: Sequence[Mapping[str, Any]], path: str | Path, key: Sequence[str] = ()) -> pd.DataFrame:
-    """Add ``rows`` to the CSV at ``path`` (created if needed); earlier rows with the same ``key`` are replaced."""
+    """Add ``rows`` to the CSV at ``path`` (created if needed); earlier rows with the same ``key`` are replaced.
+
+    Safe for several processes writing one table (e.g. two seed ranges of a repro run, one per core): the
+    read-modify-write holds an exclusive lock on ``<path>.lock`` and the new file replaces the old atomically."""
     path = Path(path)
-    new = pd.DataFrame(list(rows))
-    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=new.columns)
-    df = pd.concat([old, new], ignore_index=True)
-    if key:
-        df = df.drop_duplicates(subset=list(key), keep="last")
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
+    new = pd.DataFrame(list(rows))
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=new.columns)
+        df = pd.concat([old, new], ignore_index=True)
+        if key:
+            df = df.drop_duplicates(subset=list(key), keep="last")
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
     return df
 
 

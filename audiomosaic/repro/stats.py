@@ -225,3 +225,25 @@ def verdict(row: Mapping[str, Any], higher: bool = True, margin: float | None = 
     if paper_hi < 0 or (margin is not None and -margin < lo and hi < margin):
         return "contradicted"
     return "inconclusive"
+
+
+def paired_t_power(n: int, sd_diff: float, delta: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` with ``n`` pairs, when the true mean difference is
+    ``delta`` and the differences' s.d. is ``sd_diff`` (non-central t; ``special.nctdtr`` is its CDF)."""
+    if n < 2:
+        return float("nan")
+    df, crit = n - 1, t_quantile(1 - alpha / 2, n - 1)
+    nc = delta / (sd_diff / math.sqrt(n)) if sd_diff > 0 else math.inf
+    if math.isinf(nc):
+        return 1.0
+    return float(1.0 - special.nctdtr(df, nc, crit) + special.nctdtr(df, nc, -crit))
+
+
+def seeds_needed(sd_diff: float, delta: float, alpha: float = ALPHA, power: float = 0.8, max_n: int = 1000) -> int:
+    """The fewest seeds (pairs) for which the paired t-test detects a true difference ``delta`` with ``power``;
+    ``max_n + 1`` when none up to ``max_n`` does. Why: the pre-registration sizes the seed count from the pilot's
+    seed-to-seed s.d. of the paired difference rather than guessing it."""
+    for n in range(2, max_n + 1):
+        if paired_t_power(n, sd_diff, delta, alpha) >= power:
+            return n
+    return max_n + 1

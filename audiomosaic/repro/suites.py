@@ -138,18 +138,26 @@ def machine() -> str:
     return name + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
 
 
+# Package paths that only analyse or draw committed rows: they cannot change a number in a result table, so they
+# are left out of the rows' code version (editing a figure or the report mid-run keeps the version of the rows).
+ANALYSIS_ONLY = ("lab", "repro/report.py", "repro/primary.py", "repro/stats.py", "repro/check.py",
+                 "cli/figures.py", "alm", "hear.py")
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """The last commit that changed the package (``git log -1 -- audiomosaic``), with ``+dirty`` when the package
-    differs from HEAD (read-only). Why not HEAD: a commit of result rows, docs or tests between two seeds of a long
-    run leaves the code unchanged, and rows from one package tree should carry one version. Read once per process
-    (the CLI reads it at start): rows name the code the process loaded, not a tree edited while it ran."""
+    """The last commit that changed the package's training code (``git log -1`` over the package without
+    :data:`ANALYSIS_ONLY`), with ``+dirty`` when that code differs from HEAD (read-only). Why not HEAD: a commit of
+    result rows, docs, tests or figures between two seeds of a long run leaves the code that computes the numbers
+    unchanged, and rows from one training code should carry one version. Read once per process (the CLI reads it
+    at start): rows name the code the process loaded, not a tree edited while it ran."""
     root = Path(__file__).resolve().parents[1]  # the whole package, not just repro/
+    spec = [".", *(f":(exclude){p}" for p in ANALYSIS_ONLY)]
     try:
-        sha = subprocess.run(["git", "log", "-1", "--format=%h", "--", "."], cwd=root, capture_output=True,
+        sha = subprocess.run(["git", "log", "-1", "--format=%h", "--", *spec], cwd=root, capture_output=True,
                              text=True, timeout=10).stdout.strip() or git_sha()
-        diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=root, timeout=10).returncode
-        untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", "."], cwd=root,
+        diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *spec], cwd=root, timeout=10).returncode
+        untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *spec], cwd=root,
                                    capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return git_sha()
