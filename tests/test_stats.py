@@ -130,3 +130,12 @@ def test_seeds_needed_is_the_first_count_with_enough_power() -> None:
     assert paired_t_power(n, 0.02, 0.02, 0.0125) >= 0.8 > paired_t_power(n - 1, 0.02, 0.02, 0.0125)
     assert seeds_needed(0.01, 0.02) < seeds_needed(0.03, 0.02)  # noisier differences need more seeds
     assert seeds_needed(1.0, 0.001, max_n=50) == 51  # none within reach
+
+
+@pytest.mark.parametrize("sd", [0.005, 0.01, 0.02, 0.03])
+def test_seeds_needed_agrees_with_the_preregistered_formula(sd: float) -> None:
+    """paper_figures/README.md sizes the seeds by n >= ((t_0.975,n-1 + t_0.8,n-1) s_d / 0.02)^2, the usual
+    approximation of the exact power: the two agree within one seed."""
+    formula = next(n for n in range(2, 1000)
+                   if n >= ((sps.t.ppf(0.975, n - 1) + sps.t.ppf(0.8, n - 1)) * sd / 0.02) ** 2)
+    assert abs(seeds_needed(sd, 0.02) - formula) <= 1
