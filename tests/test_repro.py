@@ -323,3 +323,20 @@ def test_code_version_is_the_last_commit_of_the_package() -> None:
     if not want:
         pytest.skip("not a git checkout")
     assert code_version().removesuffix("+dirty") == want
+
+
+@pytest.mark.parametrize("scratch, included", [(0.03, False), (0.25, True)])
+def test_kws35_enters_the_finetune_mean_only_above_chance_from_scratch(scratch: float, included: bool,
+                                                                       tmp_path: Path) -> None:
+    """tf leads by 0.1 on inst11 and 0.3 on kws35: the task-averaged lead is 0.2 with kws35, 0.1 without."""
+    lead = {"inst11": 0.1, "kws35": 0.3}
+    rows = [{"model": arm, "task": task, "seed": seed, "gate_pass": arm != "random_init" or None,
+             "value": base + (lead[task] if arm == "tf" else 0.0) + (scratch if arm == "random_init" else 0.0)
+             + 0.01 * ((seed * 5) % 3)}
+            for seed in range(5) for arm in ("tf", "unstructured_matched", "mae", "random_init")
+            for task, base in (("inst11", 0.4), ("kws35", 0.0))]
+    pd.DataFrame(rows).to_csv(tmp_path / "table_decide_finetune.csv", index=False)
+    ft = primary_claims(tmp_path).set_index("probe").loc["finetune"]
+    assert (ft["tasks"] == ("inst11 kws35" if included else "inst11")).all()
+    assert (ft["n_seeds"] == 5).all()
+    assert ft["diff_mean"].to_numpy() == pytest.approx([0.2, 0.2] if included else [0.1, 0.1])
