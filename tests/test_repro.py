@@ -340,3 +340,19 @@ def test_kws35_enters_the_finetune_mean_only_above_chance_from_scratch(scratch: 
     assert (ft["tasks"] == ("inst11 kws35" if included else "inst11")).all()
     assert (ft["n_seeds"] == 5).all()
     assert ft["diff_mean"].to_numpy() == pytest.approx([0.2, 0.2] if included else [0.1, 0.1])
+
+
+def test_decide_report_lists_every_arm_with_its_gates(tmp_path: Path) -> None:
+    from audiomosaic.repro.report import decide_arms_markdown, primary_markdown
+
+    rows = [{"suite": "decide", "model": arm, "task": task, "probe": probe, "seed": seed,
+             "gate_pass": {"tf": True, "mae": seed != 2, "random_init": None}[arm], "value": 0.4 + 0.1 * seed}
+            for seed in range(3) for arm in ("tf", "mae", "random_init") for task in ("inst11", "drums7")
+            for probe in ("linear", "weighted")]
+    pd.DataFrame(rows).to_csv(tmp_path / "table_decide.csv", index=False)
+    text = decide_arms_markdown(tmp_path)
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 3/3 |" in lines["tf"] and "| 2/3 |" in lines["mae"] and "untrained" in lines["random_init"]
+    assert "0.500 ± 0.248 (n=3)" in lines["tf"]  # mean of 0.4, 0.5, 0.6 with its t-interval (t_0.975,2 = 4.303)
+    md = primary_markdown(primary_claims(tmp_path), tmp_path)
+    assert "| tf vs mae | weighted (drums7 inst11) | 2 | 0.450 | 0.450 |" in md  # mae's seed 2 failed its gate

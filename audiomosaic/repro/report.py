@@ -208,27 +208,58 @@ def _claims_markdown(claims: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def primary_markdown(primary: pd.DataFrame) -> str:
-    """The pre-registered primary comparisons as a markdown table (rows that have not run say so)."""
+def primary_markdown(primary: pd.DataFrame, out: str | Path | None = None) -> str:
+    """The pre-registered primary comparisons as a markdown table (rows that have not run say so), then, with
+    ``out``, every arm's numbers per task (:func:`decide_arms_markdown`)."""
     lines = ["### Primary comparisons (pre-registered; `claims.csv` rows with analysis = primary)\n",
-             "| comparison | evaluation | seeds | A − B, task-averaged [95% CI] | Holm p (paired t) | margin | verdict |",
-             "|---|---|---|---|---|---|---|"]
+             "| comparison | evaluation (tasks averaged) | seeds | A | B | A − B [95% CI] | Holm p (paired t) "
+             "| s.d. of A − B → seeds for 0.02 | margin | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in primary.to_dict("records"):
+        tasks = f" ({r['tasks']})" if isinstance(r.get("tasks"), str) else ""
         if r["n_seeds"] < 2:
-            diff, p = "—", "—"
+            means, diff, p, sd = "— | —", "—", "—", "—"
         else:
+            means = f"{r['a_mean']:.3f} | {r['b_mean']:.3f}"
             diff = f"{r['diff_mean']:+.3f} [{r['diff_ci_lo']:+.3f}, {r['diff_ci_hi']:+.3f}]"
             p = f"{r['p_holm']:.3g}"
-        lines.append(f"| {r['a']} vs {r['b']} | {r['probe']} | {r['n_seeds']} | {diff} | {p} | ±{r['margin']} "
-                     f"| {r['verdict']} |")
-    return "\n".join(lines) + "\n"
+            sd = f"{r['sd_diff']:.4f} → {int(r['seeds_needed'])}"
+        lines.append(f"| {r['a']} vs {r['b']} | {r['probe']}{tasks} | {r['n_seeds']} | {means} | {diff} | {p} | "
+                     f"{sd} | ±{r['margin']} | {r['verdict']} |")
+    text = "\n".join(lines) + "\n"
+    return text + ("\n" + decide_arms_markdown(out) if out is not None else "")
+
+
+def decide_arms_markdown(out: str | Path) -> str:
+    """Every arm of the decisive reproduction per task: mean ± 95% CI over seeds (n), and its gates."""
+    parts = []
+    for table, cols in (("table_decide", ("task", "probe")), ("table_decide_finetune", ("task",))):
+        path = Path(out) / f"{table}.csv"
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        df = df[df["suite"].isin(("decide", "decide_finetune"))]
+        rows = []
+        for arm, g in df.groupby("model", sort=False):
+            row: dict[str, Any] = {"arm": arm}
+            gates = g.drop_duplicates("seed")["gate_pass"]
+            row["gate passed (seeds)"] = ("— (untrained)" if gates.isna().all()
+                                          else f"{int((gates.astype(str) == 'True').sum())}/{len(gates)}")
+            for key, cell in g.groupby(list(cols), sort=False):
+                s = summarize(cell["value"].to_numpy())
+                name = " ".join(map(str, key if isinstance(key, tuple) else (key,)))
+                row[name] = f"{_fmt(s.mean, s.half_width)} (n={s.n})"
+            rows.append(row)
+        title = "probes (mean of the last 5 epochs)" if table == "table_decide" else "fine-tuning (last epoch)"
+        parts.append(f"Arms, {title}, `{table}.csv`:\n\n" + markdown_table(pd.DataFrame(rows)) + "\n")
+    return "\n".join(parts)
 
 
 def claims_markdown(out: str | Path, claims: pd.DataFrame, primary: pd.DataFrame | None = None) -> str:
     """The ``## Claims`` section: the primary comparisons, then the pilot's claims table, per-condition tables and
     cost; every number read from ``out``."""
 
-    parts = ["## Claims\n", *([primary_markdown(primary)] if primary is not None else []),
+    parts = ["## Claims\n", *([primary_markdown(primary, out)] if primary is not None else []),
              "### Pilot (216 optimiser steps per encoder)\n",
              "**Pilot, not evidence.** These suites pre-train for 216 optimiser steps: every one of their contrastive "
              "encoders ends with an NT-Xent loss at or above ln(2B − 1) = 4.84, the score of a constant predictor, "
