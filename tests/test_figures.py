@@ -150,3 +150,26 @@ def test_learning_curve_figure_draws_each_arms_seed_mean_and_is_byte_stable(tmp_
     for out in ("a", "b"):
         figures.paper_figure("fig_decide_curve", tmp_path, tmp_path / out, ("png", "pdf"))
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") and len(_digest(tmp_path / "a")) == 2
+
+
+def test_decide_comparison_figure_pairs_seeds_and_leaves_failed_gates_out_of_the_mean(tmp_path: Path) -> None:
+    prov = {k: v for k, v in PROV.items() if k != "seed"}
+    probes = [{"model": arm, "task": task, "probe": probe, "metric": "accuracy", "seed": seed,
+               "gate_pass": None if arm == "random_init" else not (arm == "mae" and seed == 2),
+               "value": base + 0.1 * (task == "drums7") + 0.01 * seed, **prov}
+              for arm, base in (("tf", 0.5), ("mae", 0.4), ("random_init", 0.3)) for seed in (0, 1, 2)
+              for task in ("inst11", "drums7") for probe in ("linear", "weighted")]
+    pd.DataFrame(probes).to_csv(tmp_path / "table_decide.csv", index=False)
+    fine = [{"model": arm, "task": task, "metric": "accuracy", "seed": seed, "gate_pass": None, "value": v, **prov}
+            for arm, v in (("tf", 0.6), ("random_init", 0.5)) for seed in (0, 1) for task in ("inst11", "kws35")]
+    pd.DataFrame(fine).to_csv(tmp_path / "table_decide_finetune.csv", index=False)
+    fig = figures.paper_figure("fig_decide", tmp_path, tmp_path / "a", ("png", "pdf"))
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["weighted probe", "linear probe", "fine-tune",
+                                                                   "fine-tune"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["tf", "mae", "random\ninit"]
+    means = sorted(round(float(c.lines[0].get_ydata()[0]), 6) for c in ax.containers)
+    assert means == [0.36, 0.455, 0.56]  # task mean + 0.01 x mean seed; mae's failed seed 2 is out: 0.45 + 0.005
+    assert ax.get_legend() is not None  # the failed gate is marked
+    figures.paper_figure("fig_decide", tmp_path, tmp_path / "b", ("png", "pdf"))
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")

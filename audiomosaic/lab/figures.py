@@ -30,6 +30,7 @@ from audiomosaic import masking
 from audiomosaic.config import FrontendConfig
 from audiomosaic.frontend import fbank
 from audiomosaic.repro import results
+from audiomosaic.repro.stats import t_quantile
 
 FORMATS = ("png", "pdf", "svg")
 STYLE: dict[str, Any] = {
@@ -415,8 +416,64 @@ def fig_decide(df: pd.DataFrame) -> Figure:
     return fig
 
 
-# figure name -> (result table it reads or None, plotting function)
-PAPER_FIGURES: dict[str, tuple[str | None, Any]] = {
+DECIDE_ARMS = ("tf", "unstructured_matched", "mae", "random_init")  # the order of repro.decide.ARMS
+
+
+def _decide_panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows with one value per arm and seed) for each evaluation: probes averaged over their tasks, each
+    fine-tuning task on its own."""
+    panels = []
+    if "probe" in df:
+        probes = df[df["table"] == "table_decide"]
+        for probe in ("weighted", "linear"):
+            sub = probes[probes["probe"] == probe]
+            if len(sub):
+                tasks = ", ".join(sorted(sub["task"].unique()))
+                avg = sub.groupby(["model", "seed"], sort=False).agg(value=("value", "mean"),
+                                                                    gate_pass=("gate_pass", "first")).reset_index()
+                panels.append((f"{probe} probe\nmean of {tasks}", avg))
+    fine = df[df["table"] == "table_decide_finetune"]
+    for task in sorted(fine["task"].unique()) if len(fine) else []:
+        panels.append((f"fine-tune\n{task}", fine[fine["task"] == task]))
+    return panels
+
+
+def fig_decide_arms(df: pd.DataFrame) -> Figure:
+    """The contrastive-vs-generative comparison (``table_decide`` + ``table_decide_finetune``): one panel per
+    evaluation, every seed a dot with its arms joined by a thin line (the comparison is paired), the mean and its 95%
+    t-interval in black. Seeds whose encoder failed its gate are drawn as crosses and left out of the mean."""
+    panels = _decide_panels(df)
+    fig, axes = new_figure(1, max(1, len(panels)), 2.6 * max(1, len(panels)), 3.2)
+    for ax, (title, d) in zip(axes[0], panels):
+        arms = [a for a in DECIDE_ARMS if a in set(d["model"])] + sorted(set(d["model"]) - set(DECIDE_ARMS))
+        x = {a: i for i, a in enumerate(arms)}
+        failed = d["gate_pass"].astype(str) == "False"
+        for seed, g in d.groupby("seed", sort=True):
+            g = g.assign(x=g["model"].map(x)).sort_values("x")
+            ax.plot(g["x"], g["value"], color="0.75", lw=0.8, zorder=1)
+        ok, bad = d[~failed], d[failed]
+        ax.scatter(ok["model"].map(x), ok["value"], s=12, color=[PALETTE[x[a] % len(PALETTE)] for a in ok["model"]],
+                   zorder=2)
+        if len(bad):
+            ax.scatter(bad["model"].map(x), bad["value"], s=18, marker="x", color="0.3", zorder=2,
+                       label="gate failed")
+            ax.legend(frameon=False, fontsize=7)
+        for arm, g in ok.groupby("model", sort=False):
+            v = g["value"].to_numpy(dtype=float)
+            half = (float(np.std(v, ddof=1)) / math.sqrt(len(v)) * t_quantile(0.975, len(v) - 1)) if len(v) > 1 else 0.0
+            ax.errorbar(x[arm] + 0.18, v.mean(), yerr=half, fmt="o", ms=4, color="black", capsize=3, zorder=3)
+        ax.set_xticks(range(len(arms)), [a.replace("_", "\n") for a in arms])
+        with style():  # titles take their size from the style when set
+            ax.set(title=title, ylabel="accuracy" if ax is axes[0][0] else "")
+    n = int(df["seed"].nunique()) if "seed" in df else 0
+    fig.suptitle(f"TF masking vs unstructured (matched tokens) vs masked reconstruction: {n} seed"
+                 f"{'s' if n != 1 else ''}", fontsize=9)
+    return fig
+
+
+# figure name -> (result table(s) it reads or None, plotting function); a figure of several tables gets them
+# stacked, with a `table` column naming each row's table
+PAPER_FIGURES: dict[str, tuple[str | tuple[str, ...] | None, Any]] = {
     "fig1_masking": (None, lambda _: fig1_masking()),
     "fig2_effective_rank": ("fig2_effective_rank", fig2_effective_rank),
     "fig3_layerwise_probe": ("fig3_layerwise_probe", fig3_layerwise),
@@ -426,6 +483,7 @@ PAPER_FIGURES: dict[str, tuple[str | None, Any]] = {
     "fig_alm": ("alm_runs", fig_alm),
     "fig_spoof": ("table_spoof", fig_spoof),
     "fig_decide_curve": ("fig_learning_curve", fig_decide),
+    "fig_decide": (("table_decide", "table_decide_finetune"), fig_decide_arms),
 }
 
 
@@ -438,7 +496,11 @@ def paper_figure(name: str, results_dir: str | Path, out_dir: str | Path | None 
     if name not in PAPER_FIGURES:
         raise ValueError(f"unknown paper figure {name!r}; allowed: {', '.join(PAPER_FIGURES)}")
     table, draw = PAPER_FIGURES[name]
-    df = results.load_result(results_dir, table) if table else None
+    if isinstance(table, tuple):
+        parts = [d.assign(table=t) for t in table if (d := results.load_result(results_dir, t)) is not None]
+        df = pd.concat(parts, ignore_index=True) if parts else None
+    else:
+        df = results.load_result(results_dir, table) if table else None
     if table and df is None:
         return None
     fig = draw(df)
