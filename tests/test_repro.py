@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import math
 
@@ -356,3 +357,35 @@ def test_decide_report_lists_every_arm_with_its_gates(tmp_path: Path) -> None:
     assert "0.500 ± 0.248 (n=3)" in lines["tf"]  # mean of 0.4, 0.5, 0.6 with its t-interval (t_0.975,2 = 4.303)
     md = primary_markdown(primary_claims(tmp_path), tmp_path)
     assert "| tf vs mae | weighted (drums7 inst11) | 2 | 0.450 | 0.450 |" in md  # mae's seed 2 failed its gate
+
+
+def test_check_reruns_decide_cells_through_the_design_and_compares_them(monkeypatch, tmp_path: Path) -> None:
+    """--check of a decide suite goes through decide.run (whose preset is fixed) in a scratch folder, and its
+    numbers are compared with the committed ones by (suite, arm, seed, task, probe)."""
+    from audiomosaic.repro import check, decide
+
+    rows = [{"suite": "decide", "condition": arm, "model": arm, "seed": seed, "task": task, "probe": probe,
+             "value": 0.4 + 0.02 * seed + 0.1 * (arm == "tf"), "git_sha": "abc"}
+            for arm in ("tf", "random_init") for seed in range(3) for task in ("inst11", "drums7")
+            for probe in ("linear", "weighted")]
+    committed = pd.DataFrame(rows)
+    (tmp_path / "out").mkdir()
+    committed.to_csv(tmp_path / "out" / "table_decide.csv", index=False)
+    seen: list[tuple[str, tuple[int, ...], tuple[str, ...]]] = []
+
+    def rerun(name: str, ctx: Context, conds: tuple[str, ...] = ()) -> None:  # stands in for 36-epoch training
+        seen.append((name, ctx.seeds, conds))
+        assert Path(ctx.out) != tmp_path / "out" and Path(ctx.run_root).is_relative_to(tmp_path / "scratch")
+        fresh = committed[(committed["seed"].isin(ctx.seeds)) & committed["condition"].isin(conds)]
+        fresh = fresh.assign(value=fresh["value"] + np.where(fresh["condition"] == "tf", 0.0, 0.5),
+                             git_sha="def", machine="m", wall_s=1.0)
+        Path(ctx.out).mkdir(parents=True)
+        fresh.to_csv(Path(ctx.out) / "table_decide.csv", index=False)
+
+    monkeypatch.setattr(decide, "run", rerun)
+    ctx = Context(seeds=(1,), out=tmp_path / "out")
+    df = check.run_check(ctx, ["decide"], ["tf", "random_init"], tmp_path / "scratch")
+    assert seen == [("decide", (1,), ("tf", "random_init"))]
+    assert len(df) == 2 * 2 * 2  # arms x tasks x probes of seed 1
+    ok = df.set_index("condition")["within_noise"]
+    assert ok.loc["tf"].all() and not ok.loc["random_init"].any()  # 0.5 off is far outside the seeds' spread

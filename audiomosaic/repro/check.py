@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from audiomosaic.repro import decide
 from audiomosaic.repro.report import repro_rows
 from audiomosaic.repro.results import append_results
 from audiomosaic.repro.suites import TABLE_KEYS, run_suite
@@ -104,7 +105,10 @@ def run_check(ctx, suites: Sequence[str], conditions: Sequence[str], scratch: Pa
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # parallel checks never share a scratch folder
     fresh_ctx = replace(ctx, out=scratch / stamp / "results", run_root=scratch / stamp / "runs")
     for suite in suites:
-        run_suite(suite, fresh_ctx, conditions)
+        if suite in decide.SUITES:  # the pre-registered design: its preset and tasks are fixed, only seeds apply
+            decide.run(suite, fresh_ctx, tuple(conditions))
+        else:
+            run_suite(suite, fresh_ctx, conditions)
     return record_check(ctx.out, fresh_ctx.out, k, atol)
 
 
