@@ -162,6 +162,7 @@ def test_cli_help_lists_presets_and_points_to_the_keys() -> None:
                          timeout=120)
     assert out.returncode == 0
     assert all(p in out.stdout for p in TRAIN_PRESETS) and "PretrainConfig" in out.stdout
+    assert "objective=mae" in out.stdout  # the generative baseline's switch is discoverable from --help
     bad = subprocess.run([sys.executable, "-m", "audiomosaic", "pretrain", "--preset", "smoke", "mask.ratio_tim=0.5"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "mask.ratio_tim" in bad.stderr and "Traceback" not in bad.stderr

@@ -29,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"presets: {', '.join(f'{k} ({PRESET_HELP[k]})' if k in PRESET_HELP else k for k in TRAIN_PRESETS)}"
                ". Overrides are dotted keys "
                "of audiomosaic.config.PretrainConfig, e.g. optim.epochs=10 data.batch_size=64 mask.layout=reference "
-               "encoder.depth=6; a wrong key or type is an error naming it. $AUDIOMOSAIC_PRESET replaces --preset.",
+               "encoder.depth=6; a wrong key or type is an error naming it. objective=mae trains the masked-"
+               "reconstruction baseline instead (AudioMAE-style, sizes under mae.*; its decoder is dropped from "
+               "the exported encoder). $AUDIOMOSAIC_PRESET replaces --preset.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default=None, help="settings preset (default: cpu, the main job)")
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/pretrain-<preset>-<timestamp>)")
